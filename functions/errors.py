@@ -1,0 +1,92 @@
+"""The project's exception tree and the one mapping from an exception to an HTTP answer.
+
+Errors carry retry meaning (Knative retries 5xx and 404, never other 4xx):
+InvalidInput -> 400/422 (final), Unauthorized -> 401, Conflict -> 409, Unavailable -> 503 + Retry-After.
+No httpx, crate or duckdb exception may escape functions/clients or functions/storage: they are
+chained into these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One bad field: where (a dotted path or row index), and why."""
+
+    loc: str
+    msg: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"loc": self.loc, "msg": self.msg}
+
+
+@dataclass
+class FinopsError(Exception):
+    """Base of every error this project raises on purpose."""
+
+    message: str
+    status: int = 500
+    errors: list[FieldError] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"error": self.message}
+        if self.errors:
+            out["errors"] = [e.to_dict() for e in self.errors]
+        return out
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class InvalidInput(FinopsError):
+    """The request as a whole is malformed: final, never retried."""
+
+    def __init__(self, message: str, errors: list[FieldError] | None = None, status: int = 400) -> None:
+        super().__init__(message, status, list(errors or []))
+
+
+class Unauthorized(FinopsError):
+    def __init__(self, message: str = "authentication required") -> None:
+        super().__init__(message, 401)
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Basic realm="finops"'}
+
+
+class NotFound(FinopsError):
+    """Only for reads of a named object (e.g. a notebook's info); never for 'nothing to do'."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 404)
+
+
+class Conflict(FinopsError):
+    def __init__(self, message: str, errors: list[FieldError] | None = None) -> None:
+        super().__init__(message, 409, list(errors or []))
+
+
+class Unavailable(FinopsError):
+    """Temporary trouble (a dependency down or slow): retried by Knative after Retry-After."""
+
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message, 503)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+def http_answer(exc: BaseException) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """Map any exception to (JSON body, status, headers). Unknown exceptions are 500, never a crash."""
+    if isinstance(exc, FinopsError):
+        return exc.body(), exc.status, exc.headers()
+    return {"error": f"internal error: {type(exc).__name__}: {exc}"}, 500, {}

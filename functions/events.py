@@ -1,0 +1,134 @@
+"""The event catalogue and CloudEvent encode/decode: the only module that imports cloudevents.
+
+Types are reverse-DNS under `io.finops.`; PingSource ticks keep Knative's type. Every event a
+function emits is listed here with its meaning, and the README table is generated from CATALOGUE.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from functions.errors import FieldError, InvalidInput
+
+PREFIX = "io.finops."
+PING = "dev.knative.sources.ping"
+CR_APPLIED = "io.finops.cr.applied"
+CR_DELETED = "io.finops.cr.deleted"
+EXPORT_COMPLETED = "io.finops.export.completed"
+EXPORT_FAILED = "io.finops.export.failed"
+UPLOAD_COMPLETED = "io.finops.upload.completed"
+SCRAPE_FAILED = "io.finops.scrape.failed"
+
+CATALOGUE: dict[str, str] = {
+    PING: "PingSource tick; data names the config to run: {kind, namespace, name}.",
+    CR_APPLIED: "A custom resource was created or changed; subject <kind>/<namespace>/<name>, data = the CR.",
+    CR_DELETED: "A custom resource was deleted; subject <kind>/<namespace>/<name>, data = the last CR.",
+    EXPORT_COMPLETED: "An exporter stored a new snapshot; data {config, rows, snapshot, metricType}. Triggers the scrape.",
+    EXPORT_FAILED: "An exporter cycle failed and kept its last good snapshot; data {config, error}. Terminal.",
+    UPLOAD_COMPLETED: "A scrape committed its rows to the database; data {config, table, rows}. Terminal.",
+    SCRAPE_FAILED: "A scrape failed; data {config, error}. Terminal.",
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    """A decoded CloudEvent, SDK-free so that stages never touch cloudevents types."""
+
+    type: str
+    source: str
+    data: Any = None
+    subject: str | None = None
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    time: str = field(default_factory=lambda: datetime.now(UTC).isoformat().replace("+00:00", "Z"))
+    extensions: Mapping[str, str] = field(default_factory=dict)
+
+
+def new(type_: str, source: str, data: Any = None, subject: str | None = None, **extensions: str) -> Event:
+    return Event(type=type_, source=source, data=data, subject=subject, extensions=dict(extensions))
+
+
+def _to_sdk(event: Event) -> Any:
+    from cloudevents.http import CloudEvent
+
+    attrs: dict[str, Any] = {"type": event.type, "source": event.source, "id": event.id, "time": event.time}
+    if event.subject:
+        attrs["subject"] = event.subject
+    attrs.update(event.extensions)
+    return CloudEvent(attrs, event.data)
+
+
+def to_binary(event: Event) -> tuple[dict[str, str], bytes]:
+    """Encode as binary-mode HTTP (ce-* headers, JSON body)."""
+    from cloudevents.conversion import to_binary as sdk_to_binary
+
+    headers, body = sdk_to_binary(_to_sdk(event))
+    if "content-type" not in {k.lower() for k in headers}:
+        headers["content-type"] = "application/json"
+    return dict(headers), body if isinstance(body, bytes) else (body or b"")
+
+
+def to_structured(event: Event) -> tuple[dict[str, str], bytes]:
+    from cloudevents.conversion import to_structured as sdk_to_structured
+
+    headers, body = sdk_to_structured(_to_sdk(event))
+    return dict(headers), body
+
+
+def from_http(headers: Mapping[str, str], body: bytes) -> Event:
+    """Decode one binary or structured CloudEvent; InvalidInput when it is not one."""
+    from cloudevents.exceptions import GenericException
+    from cloudevents.http import from_http as sdk_from_http
+
+    try:
+        ce = sdk_from_http(dict(headers), body)
+    except GenericException as exc:
+        raise InvalidInput("not a CloudEvent", [FieldError("headers", str(exc))]) from exc
+    return _from_sdk(ce)
+
+
+def from_dict(obj: Mapping[str, Any]) -> Event:
+    from cloudevents.conversion import from_dict as sdk_from_dict
+    from cloudevents.exceptions import GenericException
+    from cloudevents.http import CloudEvent
+
+    try:
+        ce = sdk_from_dict(CloudEvent, dict(obj))
+    except (GenericException, TypeError, KeyError) as exc:
+        raise InvalidInput("not a CloudEvent", [FieldError("event", str(exc))]) from exc
+    return _from_sdk(ce)
+
+
+def from_batch(body: bytes) -> list[Event]:
+    """application/cloudevents-batch+json: the SDK 1.x has no batch reader, so split and read each."""
+    try:
+        items = json.loads(body)
+    except ValueError as exc:
+        raise InvalidInput("batch is not JSON", [FieldError("body", str(exc))]) from exc
+    if not isinstance(items, list):
+        raise InvalidInput("batch must be a JSON array of CloudEvents")
+    return [from_dict(item) for item in items]
+
+
+def _from_sdk(ce: Any) -> Event:
+    attrs = dict(ce.get_attributes())
+    known = {"type", "source", "id", "time", "subject", "specversion", "datacontenttype", "dataschema"}
+    data = ce.get_data()
+    if isinstance(data, bytes | bytearray):
+        try:
+            data = json.loads(data)
+        except ValueError:
+            data = bytes(data)
+    return Event(
+        type=str(attrs["type"]),
+        source=str(attrs["source"]),
+        id=str(attrs["id"]),
+        time=str(attrs.get("time") or ""),
+        subject=attrs.get("subject"),
+        data=data,
+        extensions={k: str(v) for k, v in attrs.items() if k not in known},
+    )

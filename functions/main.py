@@ -1,0 +1,162 @@
+"""functions-framework source: one thin target per function (decode, call handle(), encode).
+
+Deploy each target as its own Knative Service from one image (FUNCTION_TARGET=<name>). Nothing is
+built at import time: readers, stores and engines are created on first use and cached.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+import functions_framework
+
+if TYPE_CHECKING:
+    import flask
+
+    from functions.clients.kube import ResourceReader
+    from functions.storage.snapshots import SnapshotStore
+
+TARGETS = ("exporter", "scraper", "dbhandler")
+
+
+@functions_framework.http
+def exporter(request: flask.Request) -> flask.Response:
+    """POST CloudEvent: run an export cycle. GET /metrics/<ns>/<name>: the snapshot (text or Arrow)."""
+    from functions.stages import exporter as stage
+
+    def run() -> flask.Response:
+        if request.method == "GET":
+            return _serve_snapshot(request)
+        event = _event(request)
+        ref = _ref(event)
+        settings = _settings()
+        result = stage.handle(ref, _reader(), _store(), settings.state_dir / "tmp")
+        if result is None:
+            return _empty()
+        return _reply("io.finops.export.completed", str(ref), result.event_data())
+
+    return _answer(run)
+
+
+@functions_framework.http
+def scraper(request: flask.Request) -> flask.Response:
+    """POST CloudEvent (export.completed or a ScraperConfig tick): scrape and upload one run."""
+    from functions.stages import scraper as stage
+
+    def run() -> flask.Response:
+        event = _event(request)
+        result = stage.handle(_ref(event), event.id, _reader(), _settings())
+        if result is None:
+            return _empty()
+        return _reply("io.finops.upload.completed", result.config, result.event_data())
+
+    return _answer(run)
+
+
+@functions_framework.http
+def dbhandler(request: flask.Request) -> flask.Response:
+    """/upload, /compute/*, and (embedded mode) CrateDB's HTTP protocol: GET / and POST /_sql."""
+    from functions.stages.dbhandler import service
+
+    return service.wsgi_answer(request)
+
+
+# ---- shared wiring (private) -------------------------------------------------------------------
+
+
+def _serve_snapshot(request: flask.Request) -> flask.Response:
+    import flask
+
+    from functions.models.refs import ConfigRef
+    from functions.stages import exporter as stage
+
+    parts = [p for p in request.path.split("/") if p]
+    if len(parts) == 3 and parts[0] == "metrics":
+        ref = ConfigRef("ExporterScraperConfig", parts[1], parts[2])
+    elif request.args.get("config"):
+        ref = ConfigRef.parse(request.args["config"], default_kind="ExporterScraperConfig")
+    else:
+        return flask.Response('{"error": "use GET /metrics/<namespace>/<name>"}', 400, content_type="application/json")
+    ctype, body = stage.serve(ref, request.headers.get("Accept", ""), _store())
+    if body is None:
+        return flask.Response(b"", 200, content_type=ctype, headers={"X-Finops-Snapshot": "none"})
+    return flask.Response(body, 200, content_type=ctype, headers={"X-Finops-Snapshot": "present"})
+
+
+def _event(request: flask.Request) -> Any:
+    from functions import events
+
+    return events.from_http(dict(request.headers), request.get_data())
+
+
+def _ref(event: Any) -> Any:
+    from functions.models.refs import ConfigRef
+
+    return ConfigRef.from_event(event.subject, event.data)
+
+
+def _reply(type_: str, subject: str, data: dict[str, Any]) -> flask.Response:
+    """Answer with a binary-mode CloudEvent: Knative's Broker (and the local one) publishes replies."""
+    import flask
+
+    from functions import events
+
+    settings = _settings()
+    headers, body = events.to_binary(events.new(type_, f"/finops/{settings.source_service or 'local'}", data, subject=subject))
+    return flask.Response(body, 200, headers=headers)
+
+
+def _empty() -> flask.Response:
+    import flask
+
+    return flask.Response(b'{"result": "nothing to do"}', 200, content_type="application/json")
+
+
+def _answer(run: Any) -> flask.Response:
+    """Every exception becomes a JSON answer with retry meaning; a function never crashes on input."""
+    import flask
+    import orjson
+
+    from functions.errors import FinopsError, http_answer
+    from functions.logs import get_logger
+
+    try:
+        response: flask.Response = run()
+        return response
+    except Exception as exc:  # noqa: BLE001 - the one place that turns everything into an answer
+        body, status, headers = http_answer(exc)
+        log = get_logger("main")
+        if isinstance(exc, FinopsError) and exc.status < 500:
+            log.warning("request refused", extra={"status": status, **body})
+        else:
+            log.exception("request failed", extra={"status": status})
+        return flask.Response(orjson.dumps(body), status, headers=headers, content_type="application/json")
+
+
+@lru_cache(maxsize=1)
+def _settings() -> Any:
+    from functions.settings import CollectionSettings
+
+    return CollectionSettings.from_env()
+
+
+@lru_cache(maxsize=1)
+def _reader() -> ResourceReader:
+    from functions.clients import kube
+
+    settings = _settings()
+    return kube.LocalReader(settings.state_dir) if settings.kube == "local" else kube.KubeApiReader()
+
+
+@lru_cache(maxsize=1)
+def _store() -> SnapshotStore:
+    from functions.storage import snapshots
+
+    settings = _settings()
+    if settings.snapshot_store == "database":
+        from functions.clients.db import connect
+
+        db = connect(settings.snapshot_db_url, settings.snapshot_db_user, settings.snapshot_db_password)
+        return snapshots.DatabaseSnapshotStore(db)
+    return snapshots.FileSnapshotStore(settings.state_dir / "snapshots")

@@ -1,0 +1,60 @@
+"""Kubernetes building blocks shared by every CR model: metadata, references, conditions, Secrets."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+
+class CamelModel(BaseModel):
+    """camelCase on the wire, snake_case in Python, unknown fields refused (named in the error)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class ObjectMeta(BaseModel):
+    """The part of metadata we read; everything else is kept as-is."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    name: str = Field(description="Object name.", min_length=1)
+    namespace: str = Field(default="default", description="Object namespace.")
+    uid: str | None = Field(default=None, description="Unique id assigned by the API server.")
+    generation: int | None = Field(default=None, description="Spec generation.")
+    labels: dict[str, str] = Field(default_factory=dict, description="Labels.")
+    annotations: dict[str, str] = Field(default_factory=dict, description="Annotations.")
+
+
+class ObjectRef(CamelModel):
+    name: str = Field(description="Name of the referenced object.")
+    namespace: str = Field(description="Namespace of the referenced object.")
+
+
+class SecretKeySelector(CamelModel):
+    name: str = Field(description="Secret name.")
+    namespace: str = Field(description="Secret namespace.")
+    key: str = Field(description="Key inside the Secret's data.")
+
+
+class Condition(CamelModel):
+    type: Literal["Ready", "Synced"] = Field(description="Condition type (Krateo style).")
+    status: Literal["True", "False", "Unknown"] = Field(description="Condition status.")
+    last_transition_time: str = Field(description="RFC3339 time of the last change.")
+    reason: str = Field(description="CamelCase reason: Available, Unavailable, Creating, Deleting, ReconcileSuccess, ReconcileError.")
+    message: str | None = Field(default=None, description="Human-readable detail.")
+
+
+def secret_data(secret: dict[str, Any]) -> dict[str, str]:
+    """A Secret's values as text: `data` base64-decoded, `stringData` overlaid (as the API server does)."""
+    out: dict[str, str] = {}
+    for key, value in (secret.get("data") or {}).items():
+        try:
+            out[key] = base64.b64decode(str(value), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError) as exc:
+            raise ValueError(f"Secret data[{key!r}] is not base64-encoded UTF-8") from exc
+    for key, value in (secret.get("stringData") or {}).items():
+        out[key] = str(value)
+    return out

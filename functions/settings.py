@@ -1,0 +1,69 @@
+"""Typed settings per function, read from the environment once and passed down as arguments.
+
+The README's table of variables is generated from these models (`python -m functions.settings`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import BaseModel, Field
+
+
+class _EnvSettings(BaseModel):
+    """Fields map to upper-case env vars named in each field's `alias`."""
+
+    model_config = {"populate_by_name": True, "frozen": True}
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
+        env = os.environ if environ is None else environ
+        values = {
+            name: env[f.alias]
+            for name, f in cls.model_fields.items()
+            if f.alias and f.alias in env and env[f.alias] != ""
+        }
+        return cls.model_validate(values)
+
+
+class CollectionSettings(_EnvSettings):
+    """Shared by the exporter and the scraper."""
+
+    state_dir: Path = Field(default=Path(".state"), alias="FINOPS_STATE_DIR", description="Local state directory (snapshots, CR store, embedded database).")
+    kube: Literal["local", "cluster"] = Field(default="local", alias="FINOPS_KUBE", description="Where CRs and Secrets are read: the local CR store or the Kubernetes API.")
+    snapshot_store: Literal["file", "database"] = Field(default="file", alias="FINOPS_SNAPSHOT_STORE", description="Exporter snapshots: files under the state dir (local) or the database (cluster).")
+    snapshot_db_url: str = Field(default="", alias="FINOPS_SNAPSHOT_DB_URL", description="CrateDB URL for database-backed snapshots.")
+    snapshot_db_user: str = Field(default="", alias="FINOPS_SNAPSHOT_DB_USER", description="Database user for snapshots.")
+    snapshot_db_password: str = Field(default="", alias="FINOPS_SNAPSHOT_DB_PASSWORD", description="Database password for snapshots (from a Secret).")
+    exporter_url: str = Field(default="http://exporter.finops.svc.cluster.local", alias="FINOPS_EXPORTER_URL", description="Base URL of the exporter function (the scraper reads snapshots there).")
+    dbhandler_url: str = Field(default="http://dbhandler.finops.svc.cluster.local", alias="FINOPS_DBHANDLER_URL", description="Base URL of the database-handler function (/upload).")
+    upload_batch_rows: int = Field(default=50_000, alias="FINOPS_UPLOAD_BATCH_ROWS", ge=1, description="Rows per upload part (Arrow bulk path).")
+    upload_batch_rows_json: int = Field(default=1000, alias="FINOPS_UPLOAD_BATCH_ROWS_JSON", ge=1, description="Rows per upload part when the JSON records path is forced.")
+    upload_format: Literal["arrow", "json"] = Field(default="arrow", alias="FINOPS_UPLOAD_FORMAT", description="Upload body: Arrow IPC (bulk) or Krateo JSON records.")
+    upload_retries: int = Field(default=5, alias="FINOPS_UPLOAD_RETRIES", ge=0, description="Retries of one failed upload part before the cycle answers 503 (and is retried whole).")
+    source_service: str = Field(default="", alias="K_SERVICE", description="Knative service name (event source attribute).")
+
+
+@lru_cache(maxsize=1)
+def collection_settings() -> CollectionSettings:
+    return CollectionSettings.from_env()
+
+
+ALL_SETTINGS: tuple[type[_EnvSettings], ...] = (CollectionSettings,)
+
+
+def markdown_table() -> str:
+    """The README's environment table, generated from the models."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for model in ALL_SETTINGS:
+        for f in model.model_fields.values():
+            lines.append(f"| `{f.alias}` | `{f.default}` | {f.description} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

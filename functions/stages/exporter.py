@@ -1,0 +1,131 @@
+"""Exporter: poll one API, convert its payload, keep the result as a durable columnar snapshot.
+
+Trigger:     PingSource tick or `io.finops.cr.applied` for an ExporterScraperConfig (POST CloudEvent);
+             GET /metrics/<namespace>/<name> to read the snapshot.
+Input:       the ExporterScraperConfig and its endpoint Secret (read through a ResourceReader).
+Output:      a new snapshot (sample table, Arrow IPC) and the `io.finops.export.completed` event;
+             the snapshot as Prometheus text (streamed) or, negotiated, as Arrow IPC.
+Side effects: one fetch of the API (all pages); replaces the config's snapshot atomically.
+Idempotency: keyed by the config: a re-run replaces the snapshot; a failed cycle keeps the last good one.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pyarrow as pa
+from pydantic import ValidationError
+
+from functions.clients import endpoint as endpoint_client
+from functions.clients.kube import ResourceReader
+from functions.codecs import exposition, samples, sources
+from functions.errors import FieldError, InvalidInput
+from functions.logs import get_logger
+from functions.models.crs import ExporterScraperConfig
+from functions.models.k8s import secret_data
+from functions.models.refs import ConfigRef
+from functions.storage.snapshots import SnapshotStore
+
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+EXPOSITION = "text/plain; version=0.0.4; charset=utf-8"
+
+log = get_logger("exporter")
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    config: str
+    metric_type: str
+    rows: int
+    bytes: int
+    pages: int
+    seconds: float
+
+    def event_data(self) -> dict[str, Any]:
+        return {"config": self.config, "metricType": self.metric_type, "rows": self.rows, "pages": self.pages}
+
+
+def handle(ref: ConfigRef, reader: ResourceReader, store: SnapshotStore, workdir: Path | None = None) -> ExportResult | None:
+    """Run one export cycle; None when the config no longer exists (nothing to do, not an error)."""
+    started = time.monotonic()
+    esc = load_config(ref, reader)
+    if esc is None:
+        log.info("config gone, nothing to export", extra={"config": str(ref)})
+        return None
+    spec = esc.spec.exporter_config
+    ep = _endpoint(reader, spec.api.endpoint_ref, esc.metadata.namespace)
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=workdir) as dest:
+        fetched = endpoint_client.fetch(spec.api, ep, spec.additional_variables, dest=dest)
+        pages = list(_pages(dest, fetched))
+        source_batches = _parse_pages(pages, spec.api.path, esc)
+        sample_batches = samples.to_samples(source_batches, spec.metric_type, spec.generic, str(ref))
+        meta = {"finops.metric_type": spec.metric_type, "finops.created": datetime.now(UTC).isoformat()}
+        info = store.write(str(ref), sample_batches, meta)
+    result = ExportResult(str(ref), spec.metric_type, info.rows, info.bytes, len(pages), time.monotonic() - started)
+    log.info("snapshot stored", extra=result.event_data() | {"seconds": round(result.seconds, 3)})
+    return result
+
+
+def serve(ref: ConfigRef, accept: str, store: SnapshotStore) -> tuple[str, Iterator[bytes] | None]:
+    """The snapshot as Arrow IPC when the client accepts it, else Prometheus text; None if never exported."""
+    if ARROW_STREAM in (accept or ""):
+        return ARROW_STREAM, store.read_ipc(str(ref))
+    batches = store.read(str(ref))
+    return EXPOSITION, None if batches is None else exposition.render(batches)
+
+
+def load_config(ref: ConfigRef, reader: ResourceReader) -> ExporterScraperConfig | None:
+    body = reader.get(ExporterScraperConfig.KIND, ref.namespace, ref.name)
+    if body is None:
+        return None
+    try:
+        return ExporterScraperConfig.model_validate(body)
+    except ValidationError as exc:
+        raise InvalidInput(f"{ref} is invalid", _field_errors(exc)) from exc
+
+
+def _field_errors(exc: ValidationError) -> list[FieldError]:
+    return [FieldError(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
+
+
+def _endpoint(reader: ResourceReader, ref: Any, namespace: str) -> endpoint_client.Endpoint:
+    if ref is None:
+        return endpoint_client.Endpoint.in_cluster()
+    secret = reader.get_secret(ref.namespace or namespace, ref.name)
+    if secret is None:
+        raise InvalidInput(f"endpoint Secret {ref.namespace}/{ref.name} not found", [FieldError("spec.exporterConfig.api.endpointRef", "Secret not found")])
+    try:
+        data = secret_data(secret)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), [FieldError("spec.exporterConfig.api.endpointRef", str(exc))]) from exc
+    return endpoint_client.Endpoint.from_secret(data)
+
+
+def _pages(dest: BinaryIO, fetched: endpoint_client.FetchResult) -> Iterator[tuple[BinaryIO, str]]:
+    """One readable stream per fetched page: the file itself for one page (streamed), bytes otherwise."""
+    dest.flush()
+    if len(fetched.pages) <= 1:
+        dest.seek(0)
+        ctype = fetched.pages[0][2] if fetched.pages else fetched.content_type
+        yield dest, ctype
+        return
+    for offset, length, ctype in fetched.pages:
+        dest.seek(offset)
+        yield io.BytesIO(dest.read(length)), ctype
+
+
+def _parse_pages(pages: list[tuple[BinaryIO, str]], path: str, esc: ExporterScraperConfig) -> Iterator[pa.RecordBatch]:
+    spec = esc.spec.exporter_config
+    for body, ctype in pages:
+        yield from sources.read_payload(
+            body, ctype, path, spec.metric_type, generic=spec.generic, additional_variables=spec.additional_variables
+        )

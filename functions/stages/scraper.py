@@ -1,0 +1,195 @@
+"""Scraper: read a snapshot or any Prometheus endpoint and upload it to the database handler.
+
+Trigger:     `io.finops.export.completed` (an ExporterScraperConfig) or a PingSource tick for a
+             ScraperConfig (POST CloudEvent).
+Input:       the config, its DatabaseConfig and password Secret, the endpoint to read.
+Output:      upload parts committed as one run; the `io.finops.upload.completed` event.
+Side effects: reads the exporter (Arrow IPC, negotiated) or a foreign endpoint (exposition text);
+             POSTs parts to /upload with Basic auth.
+Idempotency: run id derived from the triggering event id: a redelivered event re-sends the same
+             parts (staged per part) and the same commit, which replaces the (source, period) slices.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import ValidationError
+
+from functions.clients import endpoint as endpoint_client
+from functions.clients import pipeline
+from functions.clients.kube import ResourceReader
+from functions.codecs import exposition, records
+from functions.errors import FieldError, InvalidInput
+from functions.logs import get_logger
+from functions.models.crs import API, DatabaseConfig, ExporterScraperConfig, Generic, ScraperConfig
+from functions.models.k8s import ObjectRef, secret_data
+from functions.models.refs import ConfigRef
+from functions.settings import CollectionSettings
+
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+ACCEPT = f"{ARROW_STREAM}, text/plain;version=0.0.4;q=0.5, */*;q=0.1"
+
+log = get_logger("scraper")
+
+
+@dataclass(frozen=True)
+class ScrapePlan:
+    """What one config asks the scraper to do, whichever CR kind it came from."""
+
+    source: str
+    namespace: str
+    table: str
+    metric_type: str
+    generic: Generic | None
+    database: ObjectRef
+    api: API | None  # None: read our own exporter's snapshot
+
+
+@dataclass(frozen=True)
+class ScrapeResult:
+    config: str
+    table: str
+    rows: int
+    parts: int
+    rejected: int
+    bulk: bool
+    seconds: float
+
+    def event_data(self) -> dict[str, Any]:
+        return {"config": self.config, "table": self.table, "rows": self.rows, "parts": self.parts, "rejected": self.rejected}
+
+
+def handle(ref: ConfigRef, event_id: str, reader: ResourceReader, settings: CollectionSettings) -> ScrapeResult | None:
+    """One scrape-and-upload cycle; None when the config is gone (nothing to do)."""
+    started = time.monotonic()
+    plan = load_plan(ref, reader)
+    if plan is None:
+        log.info("config gone, nothing to scrape", extra={"config": str(ref)})
+        return None
+    target = _upload_target(reader, plan, settings)
+    run = hashlib.sha256(f"{plan.source}|{event_id}".encode()).hexdigest()[:32]
+    with tempfile.TemporaryFile() as tmp:
+        bulk, batches = _read(plan, ref, tmp, reader, settings)
+        if batches is None:
+            log.info("no snapshot yet, nothing to scrape", extra={"config": str(ref)})
+            return None
+        stamp = int(time.time())
+        recs = (records.samples_to_records(b, stamp) for b in _only_family(batches, plan))
+        rows, parts, rejected = _upload(plan, run, recs, target, settings)
+    result = ScrapeResult(str(ref), plan.table, rows, parts, rejected, bulk, time.monotonic() - started)
+    log.info("upload committed", extra=result.event_data() | {"bulk": bulk, "seconds": round(result.seconds, 3)})
+    return result
+
+
+def load_plan(ref: ConfigRef, reader: ResourceReader) -> ScrapePlan | None:
+    body = reader.get(ref.kind, ref.namespace, ref.name)
+    if body is None:
+        return None
+    try:
+        if ref.kind == ExporterScraperConfig.KIND:
+            esc = ExporterScraperConfig.model_validate(body)
+            sc, ex = esc.spec.scraper_config, esc.spec.exporter_config
+            user_api = sc.api if sc.api is not None and sc.api.endpoint_ref is not None else None
+            return ScrapePlan(str(ref), ref.namespace, sc.table_name, ex.metric_type, ex.generic, sc.scraper_database_config_ref, user_api)
+        if ref.kind == ScraperConfig.KIND:
+            cfg = ScraperConfig.model_validate(body)
+            api = cfg.spec.api or API(path="/metrics")
+            return ScrapePlan(str(ref), ref.namespace, cfg.spec.table_name, cfg.spec.metric_type, cfg.spec.generic, cfg.spec.scraper_database_config_ref, api)
+    except ValidationError as exc:
+        errors = [FieldError(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
+        raise InvalidInput(f"{ref} is invalid", errors) from exc
+    raise InvalidInput(f"the scraper does not handle {ref.kind}", [FieldError("kind", "expected ExporterScraperConfig or ScraperConfig")])
+
+
+def _upload_target(reader: ResourceReader, plan: ScrapePlan, settings: CollectionSettings) -> pipeline.UploadTarget:
+    """DatabaseConfig + Secret are re-read every cycle, as Krateo does."""
+    ref = plan.database
+    body = reader.get(DatabaseConfig.KIND, ref.namespace, ref.name)
+    if body is None:
+        raise InvalidInput(f"DatabaseConfig {ref.namespace}/{ref.name} not found", [FieldError("scraperDatabaseConfigRef", "not found")])
+    dbc = DatabaseConfig.model_validate(body)
+    sel = dbc.spec.password_secret_ref
+    secret = reader.get_secret(sel.namespace, sel.name)
+    if secret is None or sel.key not in secret_data(secret):
+        raise InvalidInput(f"password Secret {sel.namespace}/{sel.name} key {sel.key!r} not found", [FieldError("passwordSecretRef", "not found")])
+    return pipeline.UploadTarget(settings.dbhandler_url, dbc.spec.username, secret_data(secret)[sel.key])
+
+
+def _read(plan: ScrapePlan, ref: ConfigRef, tmp: BinaryIO, reader: ResourceReader, settings: CollectionSettings) -> tuple[bool, Iterator[pa.RecordBatch] | None]:
+    """Arrow IPC from our exporter (negotiated); exposition text from anything else."""
+    if plan.api is None:
+        url = f"{settings.exporter_url.rstrip('/')}/metrics/{ref.namespace}/{ref.name}"
+        got = pipeline.download(url, tmp, ACCEPT)
+        if got.headers.get("x-finops-snapshot") == "none":
+            return False, None
+        ctype = got.content_type
+    else:
+        secret_ref = plan.api.endpoint_ref
+        secret = reader.get_secret(secret_ref.namespace, secret_ref.name) if secret_ref else None
+        if secret_ref is not None and secret is None:
+            raise InvalidInput(f"endpoint Secret {secret_ref.namespace}/{secret_ref.name} not found", [FieldError("api.endpointRef", "Secret not found")])
+        ep = endpoint_client.Endpoint.from_secret(secret_data(secret)) if secret else endpoint_client.Endpoint.in_cluster()
+        api = plan.api.model_copy(update={"headers": [*plan.api.headers, f"Accept: {ACCEPT}"]})
+        fetched = endpoint_client.fetch(api, ep, {}, dest=tmp)
+        tmp.seek(0)
+        ctype = fetched.content_type
+    if ARROW_STREAM in ctype:
+        return True, records.read_ipc(tmp)
+    return False, exposition.parse(_chunks(tmp))
+
+
+def _chunks(fh: BinaryIO, size: int = 1 << 20) -> Iterator[bytes]:
+    while piece := fh.read(size):
+        yield piece
+
+
+def _only_family(batches: Iterable[pa.RecordBatch], plan: ScrapePlan) -> Iterator[pa.RecordBatch]:
+    """Generic configs upload only their metric family (Krateo §7); others upload everything."""
+    name = plan.generic.metric_name if plan.metric_type == "generic" and plan.generic else ""
+    for batch in batches:
+        if name:
+            batch = batch.filter(pc.equal(batch.column("__name__"), name))
+        if batch.num_rows:
+            yield batch
+
+
+def _upload(plan: ScrapePlan, run: str, recs: Iterable[pa.RecordBatch], target: pipeline.UploadTarget, settings: CollectionSettings) -> tuple[int, int, int]:
+    """Send parts with one-part look-ahead so the last one carries final=true (an empty final if none)."""
+    json_mode = settings.upload_format == "json"
+    size = settings.upload_batch_rows_json if json_mode else settings.upload_batch_rows
+    params = {"table": plan.table, "type": plan.metric_type, "source": plan.source, "run": run}
+    if plan.metric_type == "generic" and plan.generic:
+        params["value"] = str(plan.generic.value_column_index)
+    rows = parts = rejected = 0
+    pending: pa.RecordBatch | None = None
+    for batch in records.split(recs, size):
+        if pending is not None:
+            rejected += _send(target, params, parts, pending, False, json_mode, settings)
+            rows, parts = rows + pending.num_rows, parts + 1
+        pending = batch
+    if pending is None:
+        pipeline.upload_part(target, params | {"part": str(parts), "final": "true"}, b"[]", "application/json", settings.upload_retries)
+        return rows, parts + 1, rejected
+    rejected += _send(target, params, parts, pending, True, json_mode, settings)
+    return rows + pending.num_rows, parts + 1, rejected
+
+
+def _send(target: pipeline.UploadTarget, params: dict[str, str], part: int, batch: pa.RecordBatch, final: bool, json_mode: bool, settings: CollectionSettings) -> int:
+    query = params | {"part": str(part)} | ({"final": "true"} if final else {})
+    if json_mode:
+        import orjson
+
+        body, ctype = orjson.dumps(records.to_json(pa.Table.from_batches([batch]))), "application/json"
+    else:
+        body, ctype = b"".join(records.write_ipc([batch])), ARROW_STREAM
+    answer = pipeline.upload_part(target, query, body, ctype, settings.upload_retries)
+    return int(answer.get("records_rejected", 0))
+
