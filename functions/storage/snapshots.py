@@ -53,7 +53,8 @@ def write_ipc_stream(sink: pa.NativeFile | object, batches: Iterable[pa.RecordBa
     it = iter(batches)
     first = next(it, None)
     schema = (first.schema if first is not None else pa.schema([("__name__", pa.string()), ("__value__", pa.float64())]))
-    schema = schema.with_metadata({**(schema.metadata or {}), **{k.encode(): v.encode() for k, v in metadata.items()}})
+    kept = {k: v for k, v in (schema.metadata or {}).items() if k != b"finops.rows"}  # per-batch, not the total
+    schema = schema.with_metadata({**kept, **{k.encode(): v.encode() for k, v in metadata.items()}})
     rows = 0
     with pa.ipc.new_stream(sink, schema) as writer:
         for batch in ([first] if first is not None else []):
@@ -107,7 +108,7 @@ class FileSnapshotStore:
         if not path.exists():
             return None
         reader = pa.ipc.open_stream(pa.memory_map(str(path)))
-        return iter(reader)
+        return _batches(reader)
 
 
 class DatabaseSnapshotStore:
@@ -152,4 +153,8 @@ class DatabaseSnapshotStore:
         pieces = self.read_ipc(key)
         if pieces is None:
             return None
-        return iter(pa.ipc.open_stream(pa.py_buffer(b"".join(pieces))))
+        return _batches(pa.ipc.open_stream(pa.py_buffer(b"".join(pieces))))
+
+
+def _batches(reader: pa.ipc.RecordBatchStreamReader) -> Iterator[pa.RecordBatch]:
+    yield from reader

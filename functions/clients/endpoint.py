@@ -1,0 +1,628 @@
+"""HTTP access to external data sources, configured by a Krateo endpoint Secret (spec §3, §5.3).
+
+Krateo-compatible: Secret keys, auth precedence, URL joining, header parsing, `X-Krateo-TraceId`,
+`<var>` substitution. Deliberate differences from Krateo's Go client (plumbing v0.9.4):
+- AWS SigV4 is signed by httpx-auth's `AWS4Auth` with the real canonical query string (Krateo signs
+  an empty one, so its paths with `?query` never verify) and only host, content-type and x-amz-*
+  headers (Krateo signs every header and truncates values at a second `:`).
+- `substitute` never loops: a token whose value brings it back is left as is (Krateo spins forever).
+- A custom CA is added to the system roots even without client certificates (Krateo ignores it
+  then); nothing that verified before stops verifying. A Secret value that already is PEM (not
+  base64 of PEM) is accepted as is.
+- Non-idempotent verbs (POST, PATCH) are retried only when the connection failed before anything was
+  sent; once sent they are never retried, whatever the answer (Krateo: POST never retried).
+  Retry-After is honoured up to `RetryPolicy.max_retry_after`; longer waits end in `Unavailable`
+  carrying it, so the caller (Knative) retries later. No QPS/burst limiter (one call per cycle).
+- Pagination (Krateo has none): `Link: <...>; rel="next"` and a top-level JSON `nextLink`; next pages
+  use the same verb, payload and headers; credentials are dropped for a next page on another origin
+  (as for redirects, which are followed).
+No httpx exception escapes: network trouble, 5xx and 429 -> Unavailable; other 4xx, TLS
+verification failures and bad configuration -> InvalidInput.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import os
+import random
+import re
+import secrets
+import ssl
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, BinaryIO, Literal
+
+import httpx
+import orjson
+from httpx_auth import AWS4Auth
+
+from functions.errors import FieldError, InvalidInput, Unavailable
+from functions.logs import get_logger
+from functions.models.crs import API
+from functions.models.durations import parse_go_duration
+
+log = get_logger("clients.endpoint")
+
+IN_CLUSTER_URL = "https://kubernetes.default.svc"
+SA_TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+MAX_PAGES = 10_000
+MAX_JSON_PAGE_BYTES = 256 * 1024 * 1024  # a larger JSON page is not inspected for `nextLink`
+ERROR_BODY_BYTES = 2048
+_SUBSTITUTION_PASSES = 16
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_AUTH_CONFLICT = "only one of username/password, bearer token and AWS must be set"
+_TOKEN = re.compile(r"<(.*?)>")  # Krateo's leftmost non-greedy match, no newlines
+_BOM = b"\xef\xbb\xbf"
+
+AuthMode = Literal["bearer", "basic", "aws"]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and how to call: the decoded content of an endpoint Secret (spec §3.1)."""
+
+    server_url: str
+    token: str | None = None
+    username: str | None = None
+    password: str | None = None
+    ca_data: bytes | None = None
+    client_cert: bytes | None = None
+    client_key: bytes | None = None
+    insecure: bool = False
+    proxy_url: str | None = None
+    aws_access_key: str | None = None
+    aws_secret_key: str | None = None
+    aws_region: str | None = None
+    aws_service: str | None = None
+    debug: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.server_url:
+            raise InvalidInput("endpoint: missed required attribute server-url", _field("server-url", "required"))
+        if len([m for m in (self.token, self.password, self.aws_enabled) if m]) > 1:
+            raise InvalidInput(_AUTH_CONFLICT, _field("data", _AUTH_CONFLICT))
+        if bool(self.client_cert) != bool(self.client_key):
+            msg = "client-certificate-data and client-key-data must both be set"
+            raise InvalidInput(msg, _field("client-certificate-data", msg))
+
+    @property
+    def aws_enabled(self) -> bool:
+        return bool(self.aws_access_key and self.aws_secret_key and self.aws_region)
+
+    @property
+    def auth_mode(self) -> AuthMode | None:
+        """The credential this endpoint adds by itself (an explicit Authorization header beats it)."""
+        if self.token:
+            return "bearer"
+        if self.password:
+            return "basic"
+        return "aws" if self.aws_enabled else None
+
+    @classmethod
+    def from_secret(cls, data: Mapping[str, str]) -> Endpoint:
+        """From a Secret's decoded data (functions.models.k8s.secret_data); InvalidInput names the bad key."""
+
+        def text(key: str) -> str | None:
+            value = (data.get(key) or "").strip()
+            return value or None
+
+        return cls(
+            server_url=text("server-url") or "",
+            token=text("token"),
+            username=data.get("username") or None,
+            password=data.get("password") or None,
+            ca_data=_pem(data, "certificate-authority-data"),
+            client_cert=_pem(data, "client-certificate-data"),
+            client_key=_pem(data, "client-key-data"),
+            insecure=(text("insecure") or "").lower() in _TRUE,
+            proxy_url=text("proxy-url"),
+            aws_access_key=text("aws-access-key"),
+            aws_secret_key=text("aws-secret-key"),
+            aws_region=text("aws-region"),
+            aws_service=text("aws-service"),
+            debug=(text("debug") or "").lower() in _TRUE,
+        )
+
+    @classmethod
+    def in_cluster(cls, token_path: str = SA_TOKEN_PATH) -> Endpoint:
+        """No endpointRef: the API server with the pod's service-account token, TLS unverified (spec §3.1)."""
+        try:
+            with open(token_path, encoding="utf-8") as fh:
+                token = fh.read().strip()
+        except OSError as exc:
+            raise InvalidInput(f"no endpointRef and no service-account token at {token_path}: {exc}") from exc
+        return cls(server_url=IN_CLUSTER_URL, token=token or None, insecure=True)
+
+
+def _field(loc: str, msg: str) -> list[FieldError]:
+    return [FieldError(loc, msg)]
+
+
+def _pem(data: Mapping[str, str], key: str) -> bytes | None:
+    """`*-data` keys hold base64 of PEM (double encoded in Secret.data); plain PEM is accepted too."""
+    value = (data.get(key) or "").strip()
+    if not value:
+        return None
+    if value.startswith("-----BEGIN"):
+        return value.encode()
+    try:
+        return base64.b64decode("".join(value.split()), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInput(f"endpoint: {key} is not base64-encoded PEM", _field(key, "not base64")) from exc
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Transport-level retries: exponential backoff with 50-100 % jitter; `sleep` is injectable for tests."""
+
+    max_retries: int = 5
+    base: float = 0.5
+    max: float = 10.0
+    default_retry_after: float = 2.0
+    max_retry_after: float = 60.0
+    sleep: Callable[[float], None] = field(default=time.sleep, compare=False)
+
+    def backoff(self, attempt: int) -> float:
+        """Delay before retry number `attempt` (0-based)."""
+        delay = min(self.max, self.base * (2.0**attempt))
+        return delay * random.uniform(0.5, 1.0)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> RetryPolicy:
+        """Krateo's knobs: CLIENT_MAX_RETRIES, CLIENT_BASE_BACKOFF and CLIENT_MAX_BACKOFF (Go durations)."""
+        try:
+            return cls(
+                max_retries=int(environ.get("CLIENT_MAX_RETRIES", "5")),
+                base=parse_go_duration(environ.get("CLIENT_BASE_BACKOFF", "500ms")),
+                max=parse_go_duration(environ.get("CLIENT_MAX_BACKOFF", "10s")),
+            )
+        except ValueError as exc:
+            raise InvalidInput(f"bad CLIENT_* retry setting: {exc}") from exc
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+@dataclass
+class FetchResult:
+    """What `fetch` wrote to dest: one (offset, length, content_type) per page, in order."""
+
+    content_type: str
+    url: str
+    status: int
+    pages: list[tuple[int, int, str]]
+    bytes: int
+
+
+def substitute(text: str, variables: Mapping[str, str], environ: Mapping[str, str]) -> str:
+    """Replace `<name>` tokens (spec §5.3): variables[name]; an all-uppercase value names an env var.
+
+    Each distinct token is resolved once; a token that comes back (a value containing it) is left as
+    is, and at most _SUBSTITUTION_PASSES passes run, so this always terminates.
+    """
+    done: set[str] = set()
+    for _ in range(_SUBSTITUTION_PASSES):
+        todo = [m.group(0) for m in _TOKEN.finditer(text) if m.group(0) not in done]
+        if not todo:
+            return text
+        for token in dict.fromkeys(todo):
+            done.add(token)
+            text = text.replace(token, _resolve(token[1:-1], variables, environ))
+    if _TOKEN.search(text):
+        log.warning("variable substitution stopped: tokens remain", extra={"text": text})
+    return text
+
+
+def _resolve(name: str, variables: Mapping[str, str], environ: Mapping[str, str]) -> str:
+    if name not in variables:
+        log.warning("variable not in additionalVariables; using an empty string", extra={"variable": name})
+    value = variables.get(name, "")
+    if value == value.upper():
+        if value and value not in environ:
+            log.warning("environment variable not set; using an empty string", extra={"variable": name, "env": value})
+        value = environ.get(value, "")
+    if f"<{name}>" in value:
+        log.warning("variable refers to itself; left unexpanded", extra={"variable": name})
+    return value
+
+
+def parse_headers(lines: list[str]) -> dict[str, str]:
+    """`Name: value` entries split at the first `:`; malformed skipped, values trimmed, later wins."""
+    out: dict[str, tuple[str, str]] = {}
+    for line in lines:
+        name, sep, value = line.partition(":")
+        name = name.strip()
+        if sep and name:
+            out[name.lower()] = (name, value.strip())
+    return dict(out.values())
+
+
+def join_url(server_url: str, path: str) -> str:
+    """server-url without trailing `/` + `/` + path without leading `/` (spec §3.2)."""
+    return server_url.rstrip("/") + "/" + path.lstrip("/")
+
+
+def _auth(endpoint: Endpoint | None, headers: dict[str, str]) -> httpx.Auth | None:
+    """Adds bearer/basic to `headers` or returns AWS4Auth; an explicit Authorization header wins."""
+    if endpoint is None or any(k.lower() == "authorization" for k in headers):
+        return None
+    mode = endpoint.auth_mode
+    if mode == "bearer":
+        headers["Authorization"] = f"Bearer {endpoint.token}"
+    elif mode == "basic":
+        pair = f"{endpoint.username or ''}:{endpoint.password or ''}".encode()
+        headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+    elif mode == "aws":
+        return AWS4Auth(
+            access_id=endpoint.aws_access_key or "",
+            secret_key=endpoint.aws_secret_key or "",
+            region=endpoint.aws_region or "",
+            service=endpoint.aws_service or "",
+        )
+    return None
+
+
+def _ssl_context(endpoint: Endpoint | None) -> ssl.SSLContext:
+    ctx = httpx.create_ssl_context()
+    if endpoint is None:
+        return ctx
+    try:
+        if endpoint.ca_data:
+            ctx.load_verify_locations(cadata=endpoint.ca_data.decode("utf-8"))
+        if endpoint.client_cert and endpoint.client_key:
+            _load_client_cert(ctx, endpoint.client_cert, endpoint.client_key)
+    except (ssl.SSLError, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidInput(f"endpoint: bad certificate data: {exc}") from exc
+    if endpoint.insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _load_client_cert(ctx: ssl.SSLContext, cert: bytes, key: bytes) -> None:
+    """ssl loads certificates only from files: private 0600 files in a 0700 directory, removed at once."""
+    with tempfile.TemporaryDirectory(prefix="finops-tls-") as tmp:
+        paths = []
+        for name, blob in (("client.crt", cert), ("client.key", key)):
+            path = os.path.join(tmp, name)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(blob)
+            paths.append(path)
+        ctx.load_cert_chain(certfile=paths[0], keyfile=paths[1])
+
+
+def _client(endpoint: Endpoint | None, timeout: float) -> httpx.Client:
+    """A client with the endpoint's TLS and proxy; redirects followed (as Go does), no overall deadline."""
+    verify = _ssl_context(endpoint)
+    proxy = endpoint.proxy_url if endpoint else None
+    try:
+        return httpx.Client(
+            verify=verify,
+            proxy=proxy,
+            follow_redirects=True,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0)),
+        )
+    except (ValueError, ImportError, httpx.InvalidURL) as exc:
+        raise InvalidInput(f"endpoint: bad proxy-url {proxy!r}: {exc}") from exc
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Retry-After as seconds (delta-seconds or an HTTP date); None when absent or unreadable."""
+    value = response.headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _transport_error(method: str, url: str, exc: Exception) -> InvalidInput | Unavailable:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return InvalidInput(f"{method} {url}: TLS verification failed: {cause}")
+        reason = str(getattr(cause, "reason", "") or "") if isinstance(cause, ssl.SSLError) else ""
+        if "CERTIFICATE" in reason or "UNKNOWN_CA" in reason:  # the server refused our client certificate
+            return InvalidInput(f"{method} {url}: TLS client certificate refused: {cause}")
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError | httpx.InvalidURL | httpx.DecodingError):
+        return InvalidInput(f"{method} {url}: {exc}")
+    if isinstance(exc, httpx.TooManyRedirects):
+        return InvalidInput(f"{method} {url}: too many redirects")
+    return Unavailable(f"{method} {url}: {type(exc).__name__}: {exc}")
+
+
+def _status_error(method: str, url: str, response: httpx.Response) -> InvalidInput | Unavailable:
+    body = b""
+    try:
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) >= ERROR_BODY_BYTES:
+                break
+    except httpx.HTTPError:
+        pass
+    text = body[:ERROR_BODY_BYTES].decode("utf-8", "replace")
+    msg = f"{method} {url} -> {response.status_code}: {text}"
+    status = response.status_code
+    if status == 429 or status >= 500:
+        wait = _retry_after(response)
+        return Unavailable(msg, retry_after=max(1, round(wait)) if wait is not None else 5)
+    return InvalidInput(msg, _field("status", str(status)))
+
+
+def _send(
+    client: httpx.Client,
+    build: Callable[[], httpx.Request],
+    retry: RetryPolicy | None,
+    consume: Callable[[httpx.Response], Any] | None = None,
+    reset: Callable[[], None] | None = None,
+) -> httpx.Response:
+    """Send with retries. With `consume` (fetch), non-2xx raise and the 2xx body is consumed inside the
+    retry loop; without it the streamed response is returned whatever its status."""
+    max_retries = retry.max_retries if retry else 0
+    attempt = 0
+    while True:
+        try:
+            request = build()
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol, UnicodeError, ValueError) as exc:
+            raise InvalidInput(f"cannot build the request: {exc}") from exc
+        method, url = request.method, str(request.url)
+        idempotent = method in _IDEMPOTENT
+        sent = False
+        try:
+            response = client.send(request, stream=True)
+            sent = True
+            status = response.status_code
+            if 200 <= status < 300 and consume is not None:
+                try:
+                    consume(response)
+                finally:
+                    response.close()
+                return response
+            retryable = status == 429 or status >= 500
+            wait = _retry_after(response) if retryable else None
+            if status == 429 and wait is None and retry:
+                wait = retry.default_retry_after
+            final = not retryable or not idempotent or attempt >= max_retries
+            if retry and wait is not None and wait > retry.max_retry_after:
+                final = True
+            if final:
+                if consume is None:
+                    return response
+                try:
+                    raise _status_error(method, url, response)
+                finally:
+                    response.close()
+            response.close()
+            delay = wait if wait is not None else retry.backoff(attempt) if retry else 0.0
+            log.warning("retrying", extra={"method": method, "url": url, "status": status, "delay": delay})
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            error = _transport_error(method, url, exc)
+            may_retry = idempotent or not (sent or _maybe_sent(exc))
+            if isinstance(error, InvalidInput) or not may_retry or attempt >= max_retries or retry is None:
+                raise error from exc
+            delay = retry.backoff(attempt)
+            log.warning("retrying", extra={"method": method, "url": url, "error": str(error), "delay": delay})
+        if reset is not None:
+            reset()
+        if retry is not None:
+            retry.sleep(delay)
+        attempt += 1
+
+
+def _maybe_sent(exc: Exception) -> bool:
+    """Whether the server may have seen the request: only connect failures prove it did not."""
+    return not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.ProxyError)
+
+
+def _next_url(response: httpx.Response, dest: BinaryIO, offset: int, length: int) -> str | None:
+    """The next page: a `Link: rel="next"`, else a top-level `nextLink` in a JSON page."""
+    link = response.links.get("next", {}).get("url")
+    if link:
+        return _join(response.url, link)
+    if "json" not in response.headers.get("content-type", "").lower() or length > MAX_JSON_PAGE_BYTES:
+        return None
+    try:
+        dest.seek(offset)
+        doc = orjson.loads(dest.read(length).removeprefix(_BOM))
+        dest.seek(offset + length)
+    except (OSError, ValueError) as exc:
+        log.warning("could not look for nextLink in the page", extra={"error": str(exc)})
+        dest.seek(offset + length)
+        return None
+    value = doc.get("nextLink") if isinstance(doc, dict) else None
+    return _join(response.url, value) if isinstance(value, str) and value else None
+
+
+def _join(base: httpx.URL, link: str) -> str | None:
+    try:
+        return str(base.join(link))
+    except httpx.InvalidURL:
+        log.warning("unusable next-page link; stopping", extra={"link": link})
+        return None
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise InvalidInput(f"invalid URL {url!r}: {exc}") from exc
+    return parsed.scheme, parsed.host, parsed.port
+
+
+def fetch(
+    api: API,
+    endpoint: Endpoint,
+    variables: Mapping[str, str],
+    *,
+    dest: BinaryIO,
+    retry: RetryPolicy = DEFAULT_RETRY,
+    environ: Mapping[str, str] = os.environ,
+    timeout: float = 120.0,
+) -> FetchResult:
+    """Call `api` on `endpoint` and stream every page's body into `dest` (a seekable, readable file).
+
+    `<var>` tokens in the path and server-url are substituted first. Raises Unavailable (network,
+    5xx, 429 after retries) or InvalidInput (other 4xx, bad configuration).
+    """
+    endpoint = replace(endpoint, server_url=substitute(endpoint.server_url, variables, environ))
+    first_url = join_url(endpoint.server_url, substitute(api.path, variables, environ))
+    method = (api.verb or "GET").upper()
+    payload = api.payload.encode() if api.payload else None
+    base_headers = parse_headers(list(api.headers))
+    origin = _origin(first_url)
+    pages: list[tuple[int, int, str]] = []
+    seen: set[str] = set()
+    statuses: list[int] = []
+    url: str | None = first_url
+    with _client(endpoint, timeout) as client:
+        while url is not None and len(pages) < MAX_PAGES:
+            seen.add(url)
+            # Credentials (ours or an explicit Authorization) go only to the first URL's origin.
+            own = _origin(url) == origin
+            headers = base_headers if own else {k: v for k, v in base_headers.items() if k.lower() != "authorization"}
+            response, offset, length = _fetch_page(
+                client, method, url, payload, headers, endpoint if own else None, dest, retry
+            )
+            pages.append((offset, length, response.headers.get("content-type", "")))
+            statuses.append(response.status_code)
+            url = _next_url(response, dest, offset, length)
+            if url is not None and url in seen:
+                log.warning("next page repeats an earlier one; stopping", extra={"url": url})
+                url = None
+        if url is not None:
+            log.warning("page limit reached; stopping", extra={"pages": len(pages), "url": url})
+    total = sum(length for _, length, _ in pages)
+    return FetchResult(pages[0][2], first_url, statuses[0], pages, total)
+
+
+def _fetch_page(
+    client: httpx.Client,
+    method: str,
+    url: str,
+    payload: bytes | None,
+    base_headers: dict[str, str],
+    endpoint: Endpoint | None,
+    dest: BinaryIO,
+    retry: RetryPolicy,
+) -> tuple[httpx.Response, int, int]:
+    offset = dest.tell()
+    written = 0
+
+    def build() -> httpx.Request:
+        headers = dict(base_headers)
+        headers["X-Krateo-TraceId"] = secrets.token_hex(8)
+        auth = _auth(endpoint, headers)
+        request = client.build_request(method, url, headers=headers, content=payload)
+        if auth is not None:
+            # AWS4Auth signs the final request (host, x-amz-*, content-type, real canonical query).
+            request = next(auth.sync_auth_flow(request))
+        _debug(endpoint, request)
+        return request
+
+    def consume(response: httpx.Response) -> None:
+        nonlocal written
+        for chunk in response.iter_bytes():
+            dest.write(chunk)
+            written += len(chunk)
+
+    def reset() -> None:
+        nonlocal written
+        dest.seek(offset)
+        dest.truncate()
+        written = 0
+
+    response = _send(client, build, retry, consume=consume, reset=reset)
+    if endpoint is not None and endpoint.debug:
+        log.info("http response", extra={"url": url, "status": response.status_code, "bytes": written})
+    return response, offset, written
+
+
+def _debug(endpoint: Endpoint | None, request: httpx.Request) -> None:
+    if endpoint is not None and endpoint.debug:
+        headers = {k: ("<redacted>" if k.lower() == "authorization" else v) for k, v in request.headers.items()}
+        log.info("http request", extra={"method": request.method, "url": str(request.url), "headers": headers})
+
+
+class _ClosingStream(httpx.SyncByteStream):
+    """Closes the per-call client with the response, and maps network errors while reading."""
+
+    def __init__(self, inner: httpx.SyncByteStream, client: httpx.Client, where: str) -> None:
+        self._inner, self._client, self._where = inner, client, where
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._inner
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"{self._where}: {type(exc).__name__}: {exc}") from exc
+
+    def close(self) -> None:
+        try:
+            self._inner.close()
+        finally:
+            self._client.close()
+
+
+def request(
+    method: str,
+    url: str,
+    *,
+    endpoint: Endpoint | None = None,
+    headers: Mapping[str, str] | None = None,
+    content: bytes | str | None = None,
+    timeout: float = 30.0,
+    stream: bool = False,
+    retry: RetryPolicy | None = None,
+) -> httpx.Response:
+    """One call to an absolute `url` with `endpoint`'s TLS, proxy and credentials (same rules as fetch).
+
+    This is the client layer, so callers get an httpx.Response whatever its status (check it).
+    stream=False: the body is read and the connection closed. stream=True: read with iter_bytes()
+    and close() the response (network errors while reading raise Unavailable). `retry` (default
+    none) retries idempotent verbs on network errors, 5xx and 429.
+    """
+    base = dict(headers or {})
+    data = content.encode() if isinstance(content, str) else content
+    where = f"{method.upper()} {url}"
+    client = _client(endpoint, timeout)
+
+    def build() -> httpx.Request:
+        hdrs = dict(base)
+        hdrs.setdefault("X-Krateo-TraceId", secrets.token_hex(8))
+        auth = _auth(endpoint, hdrs)
+        req = client.build_request(method.upper(), url, headers=hdrs, content=data)
+        req = next(auth.sync_auth_flow(req)) if auth is not None else req
+        _debug(endpoint, req)
+        return req
+
+    try:
+        response = _send(client, build, retry)
+        if not stream:
+            try:
+                response.read()
+            finally:
+                response.close()
+    except httpx.HTTPError as exc:
+        client.close()
+        raise _transport_error(method.upper(), url, exc) from exc
+    except BaseException:
+        client.close()
+        raise
+    if not stream:
+        client.close()
+        return response
+    if isinstance(response.stream, httpx.SyncByteStream):
+        response.stream = _ClosingStream(response.stream, client, where)
+    return response

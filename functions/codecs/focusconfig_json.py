@@ -1,0 +1,133 @@
+"""Kubernetes list of FocusConfig -> the 50 FOCUS columns of spec §2.5, as one string batch.
+
+Why build Arrow directly: Krateo joined fields with `,` without quoting, so a comma in any value
+broke the whole cycle (spec §13 item 51). We keep Krateo's value conversions (quantities as plain
+decimals, times as RFC 3339 UTC, tag lists as `k=v;k2=v2`) but never go through CSV text, so
+commas, quotes and newlines survive.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import pyarrow as pa
+
+from functions.codecs._text import ZERO_TIME, plain_decimal, rfc3339_utc, string_batch
+from functions.errors import FieldError, InvalidInput
+
+S, Q, T, L = "string", "quantity", "time", "tags"
+
+FOCUS_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("availabilityZone", "AvailabilityZone", S), ("billedCost", "BilledCost", Q),
+    ("billingAccountId", "BillingAccountId", S), ("billingAccountName", "BillingAccountName", S),
+    ("billingCurrency", "BillingCurrency", S), ("billingPeriodEnd", "BillingPeriodEnd", T),
+    ("billingPeriodStart", "BillingPeriodStart", T), ("capacityReservationId", "CapacityReservationId", S),
+    ("capacityReservationStatus", "CapacityReservationStatus", S), ("chargeCategory", "ChargeCategory", S),
+    ("chargeClass", "ChargeClass", S), ("chargeDescription", "ChargeDescription", S),
+    ("chargeFrequency", "ChargeFrequency", S), ("chargePeriodEnd", "ChargePeriodEnd", T),
+    ("chargePeriodStart", "ChargePeriodStart", T), ("commitmentDiscountCategory", "CommitmentDiscountCategory", S),
+    ("commitmentDiscoutId", "CommitmentDiscountId", S),  # sic: Krateo's JSON name is misspelled
+    ("commitmentDiscountType", "CommitmentDiscountType", S),
+    ("commitmentDiscountStatus", "CommitmentDiscountStatus", S),
+    ("commitmentDiscountName", "CommitmentDiscountName", S),
+    ("commitmentDiscountQuantity", "CommitmentDiscountQuantity", Q),
+    ("commitmentDiscountUnit", "CommitmentDiscountUnit", S), ("consumedQuantity", "ConsumedQuantity", Q),
+    ("consumedUnit", "ConsumedUnit", S), ("contractedCost", "ContractedCost", Q),
+    ("contractedUnitCost", "ContractedUnitCost", Q), ("effectiveCost", "EffectiveCost", Q),
+    ("invoiceIssuerName", "InvoiceIssuerName", S), ("listCost", "ListCost", Q),
+    ("listUnitPrice", "ListUnitPrice", Q), ("pricingCategory", "PricingCategory", S),
+    ("pricingQuantity", "PricingQuantity", Q), ("pricingUnit", "PricingUnit", S),
+    ("providerName", "ProviderName", S), ("publisherName", "PublisherName", S),
+    ("regionId", "RegionId", S), ("regionName", "RegionName", S), ("resourceId", "ResourceId", S),
+    ("resourceName", "ResourceName", S), ("resourceType", "ResourceType", S),
+    ("serviceCategory", "ServiceCategory", S), ("serviceName", "ServiceName", S),
+    ("serviceSubcategory", "ServiceSubcategory", S), ("skuId", "SkuId", S), ("skuMeter", "SkuMeter", S),
+    ("skuPriceDetails", "SkuPriceDetails", L), ("skuPriceId", "SkuPriceId", S),
+    ("subAccountId", "SubAccountId", S), ("subAccountName", "SubAccountName", S), ("tags", "Tags", L),
+)
+"""(JSON field, CSV/DB column, kind) in Go declaration order = Krateo's column order (50 fields)."""
+
+FOCUS_COLUMNS: tuple[str, ...] = tuple(col for _, col, _ in FOCUS_FIELDS)
+
+_QUANTITY = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+))(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?\d+)?$")
+_SUFFIX = {
+    "": Decimal(1), "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"),
+    "k": Decimal("1e3"), "M": Decimal("1e6"), "G": Decimal("1e9"), "T": Decimal("1e12"),
+    "P": Decimal("1e15"), "E": Decimal("1e18"), "Ki": Decimal(2**10), "Mi": Decimal(2**20),
+    "Gi": Decimal(2**30), "Ti": Decimal(2**40), "Pi": Decimal(2**50), "Ei": Decimal(2**60),
+}
+
+
+def quantity_text(value: Any) -> str:
+    """A Kubernetes quantity (number or string like `1.5k`, `100m`, `2Ki`) as a plain decimal."""
+    if value is None or value == "":
+        return "0"
+    if isinstance(value, bool):
+        raise ValueError(f"not a quantity: {value!r}")
+    if isinstance(value, int | float):
+        d = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    else:
+        m = _QUANTITY.match(str(value).strip())
+        if m is None:
+            raise ValueError(f"not a quantity: {value!r}")
+        number, suffix = m.group(1), m.group(2) or ""
+        try:
+            scale = _SUFFIX[suffix] if suffix in _SUFFIX else Decimal("1" + suffix.lower())
+            d = Decimal(number) * scale
+        except InvalidOperation as exc:
+            raise ValueError(f"not a quantity: {value!r}") from exc
+    return plain_decimal(d)
+
+
+def _tags_text(value: Any) -> str:
+    if not value:
+        return ""
+    if not isinstance(value, list):
+        raise ValueError("expected a list of {key, value}")
+    return ";".join(f"{t.get('key', '')}={t.get('value', '')}" for t in value if isinstance(t, Mapping))
+
+
+def _cell(kind: str, value: Any) -> str:
+    if kind == Q:
+        return quantity_text(value)
+    if kind == T:
+        return ZERO_TIME if value in (None, "") else rfc3339_utc(str(value))
+    if kind == L:
+        return _tags_text(value)
+    return "" if value is None else str(value)
+
+
+def _items(docs: Iterable[Any]) -> Iterable[tuple[int, Any]]:
+    n = 0
+    for doc in docs:
+        items = doc.get("items") if isinstance(doc, Mapping) else None
+        if not isinstance(items, list):
+            raise InvalidInput(
+                'cost JSON payload must be a Kubernetes list of FocusConfig ({"items": [...]})',
+                [FieldError("items", "missing or not a list")],
+            )
+        for item in items:
+            yield n, item
+            n += 1
+
+
+def to_batch(docs: Iterable[Any]) -> pa.RecordBatch:
+    """One row per FocusConfig item across all pages; every bad field is reported at once."""
+    columns: list[list[str]] = [[] for _ in FOCUS_FIELDS]
+    errors: list[FieldError] = []
+    for n, item in _items(docs):
+        spec = item.get("spec") if isinstance(item, Mapping) else None
+        focus = spec.get("focusSpec") if isinstance(spec, Mapping) else None
+        focus = focus if isinstance(focus, Mapping) else {}
+        for col, (field, _, kind) in zip(columns, FOCUS_FIELDS, strict=True):
+            try:
+                col.append(_cell(kind, focus.get(field)))
+            except (ValueError, TypeError) as exc:
+                errors.append(FieldError(f"items[{n}].spec.focusSpec.{field}", str(exc)))
+                col.append("")
+    if errors:
+        raise InvalidInput(f"{len(errors)} invalid FocusConfig field(s)", errors)
+    return string_batch(list(FOCUS_COLUMNS), columns)

@@ -1,0 +1,294 @@
+"""HTTP routing of the database-handler function, framework-light: `dispatch()` takes plain values.
+
+Routes: `GET /` (CrateDB banner in embedded mode), `POST /_sql` (embedded mode: CrateDB's SQL
+endpoint over the embedded engine), `POST /upload`, `/compute...` (501 until notebooks land).
+Every exception becomes a JSON answer (functions.errors.http_answer); nothing crashes the process.
+
+Authentication (spec §9.1, minus its flaw): every request's Basic credentials are checked, each
+time. Krateo cached the first good connection and then accepted any credentials; we open a
+connection per request with that request's credentials. Base64-encoded user and password are
+accepted too: tried as given first, then each part decoded (a part that is not base64 stays raw).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import pyarrow as pa
+from pydantic import ValidationError
+
+from functions.clients.db import Database, connect
+from functions.codecs import records
+from functions.errors import FieldError, FinopsError, InvalidInput, Unauthorized, http_answer
+from functions.logs import get_logger
+from functions.stages.dbhandler import upload
+from functions.stages.dbhandler.settings import DbHandlerSettings
+
+if TYPE_CHECKING:
+    import flask
+
+    from functions.storage.engine import Engine
+
+log = get_logger("dbhandler")
+
+JSON = "application/json"
+ARROW_STREAM = records.IPC_MEDIA_TYPE
+
+
+@dataclass
+class Response:
+    """A framework-free answer: status, body (bytes as is, anything else JSON-encoded), headers."""
+
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = JSON
+
+    def payload(self) -> bytes:
+        if isinstance(self.body, bytes):
+            return self.body
+        return orjson.dumps(self.body)
+
+
+def dispatch(
+    method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes, settings: DbHandlerSettings
+) -> Response:
+    """Route one request; never raises."""
+    try:
+        return _route(method.upper(), "/" + path.strip("/"), query, headers, body, settings)
+    except Exception as exc:  # noqa: BLE001 - the one place that turns everything into an answer
+        answer, status, extra = http_answer(exc)
+        if isinstance(exc, FinopsError) and exc.status < 500:
+            log.warning("request refused", extra={"status": status, "path": path, **answer})
+        else:
+            log.exception("request failed", extra={"status": status, "path": path})
+        return Response(status, answer, dict(extra))
+
+
+def wsgi_answer(request: flask.Request) -> flask.Response:
+    """The functions-framework target's whole body: a Flask request in, a Flask response out."""
+    import flask
+
+    try:
+        settings = current_settings()
+    except Exception as exc:  # noqa: BLE001 - bad settings are an answer too
+        answer, status, extra = http_answer(exc)
+        return flask.Response(orjson.dumps(answer), status, headers=extra, content_type=JSON)
+    query = {k: request.args.get(k, "") for k in request.args}
+    resp = dispatch(request.method, request.path, query, dict(request.headers), request.get_data(), settings)
+    return flask.Response(resp.payload(), resp.status, headers=resp.headers, content_type=resp.content_type)
+
+
+# ---------------------------------------------------------------------------------- routing
+
+
+def _route(method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes, settings: DbHandlerSettings) -> Response:
+    if path == "/":
+        if method not in ("GET", "HEAD"):
+            return _not_allowed(method, path)
+        if settings.embedded:
+            from functions.storage import sqlapi
+
+            return Response(200, sqlapi.banner())
+        return Response(200, b"finops database handler (CrateDB mode): POST /upload\n", content_type="text/plain")
+    if path == "/_sql":
+        return _sql(method, query, headers, body, settings)
+    if path == "/upload":
+        return _not_allowed(method, path) if method != "POST" else _upload(query, headers, body, settings)
+    if path == "/compute" or path.startswith("/compute/"):
+        return Response(501, {"error": "notebook compute is not implemented yet (issue 11)"})
+    return Response(404, {"error": f"no such endpoint: {method} {path} (see GET /, POST /upload, POST /_sql)"})
+
+
+def _not_allowed(method: str, path: str) -> Response:
+    return Response(405, {"error": f"{method} is not allowed on {path}"})
+
+
+def _sql(method: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes, settings: DbHandlerSettings) -> Response:
+    """CrateDB's `/_sql` over the embedded engine (embedded mode only)."""
+    if not settings.embedded:
+        return Response(404, {"error": "this handler runs in CrateDB mode: use CrateDB directly for SQL"})
+    if method != "POST":
+        return _not_allowed(method, "/_sql")
+    from functions.storage import sqlapi
+
+    try:
+        sqlapi.check_basic_auth(_header(headers, "Authorization"), settings.users)
+    except Unauthorized as exc:
+        status, extra, text = sqlapi.unauthorized_answer(exc)
+        return Response(status, text, {k: v for k, v in extra.items() if k != "Content-Type"}, "text/plain")
+    status, answer = sqlapi.handle_sql(
+        body,
+        engine(settings),
+        default_schema=_header(headers, "Default-Schema"),
+        content_encoding=_header(headers, "Content-Encoding"),
+        types="types" in query,
+    )
+    return Response(status, answer)
+
+
+# ---------------------------------------------------------------------------------- /upload
+
+
+def _upload(query: Mapping[str, str], headers: Mapping[str, str], body: bytes, settings: DbHandlerSettings) -> Response:
+    started = time.monotonic()
+    db = open_database(_header(headers, "Authorization"), settings)
+    try:
+        request = _request(query)
+        table, errors, numbers = _body(_header(headers, "Content-Type") or "", body)
+        if table.num_rows == 0 and not errors:
+            committed = False
+            if request.source is not None:  # an empty part still counts; an empty final still commits
+                committed = upload.handle(request, table, [], db).committed
+            answer: dict[str, Any] = {"result": "No data to process"}
+            if request.source is not None:
+                answer["committed"] = committed
+            return Response(200, answer)
+        result = upload.handle(request, table, errors, db, numbers)
+    finally:
+        db.close()
+    result.time_taken = time.monotonic() - started
+    log.info("upload", extra={"table": request.table, "type": request.type, "source": request.source, "run": request.run,
+                              "part": request.part, "final": request.final, "rows": result.records_processed,
+                              "rejected": result.records_rejected, "committed": result.committed})
+    return Response(200, result.body())
+
+
+def _request(query: Mapping[str, str]) -> upload.UploadRequest:
+    """The query as an UploadRequest; Krateo's wording for a missing table; every bad field listed."""
+    if not (query.get("table") or "").strip():
+        raise InvalidInput("Table name not specified", [FieldError("table", "required")])
+    values: dict[str, Any] = {k: query[k] for k in ("table", "type", "source", "run", "part") if k in query}
+    if query.get("value") not in (None, ""):
+        values["value_index"] = query["value"]
+    values["final"] = (query.get("final") or "").strip().lower() in ("true", "1", "yes")
+    try:
+        return upload.UploadRequest.model_validate(values)
+    except ValidationError as exc:
+        errors = [FieldError(".".join(str(p) for p in e["loc"]) or "query", e["msg"]) for e in exc.errors()]
+        raise InvalidInput("bad upload parameters", errors) from exc
+
+
+def _body(content_type: str, body: bytes) -> tuple[pa.Table, list[FieldError], list[int] | None]:
+    """(records table, per-record errors, request index of each table row) from JSON or Arrow IPC."""
+    ctype = content_type.split(";")[0].strip().lower()
+    if ctype == ARROW_STREAM:
+        batches = list(records.read_ipc(body)) if body else []
+        table = pa.Table.from_batches(batches) if batches else pa.table({})
+        return table, [], None
+    if ctype != JSON and not ctype.endswith("+json"):
+        raise InvalidInput("Request must be JSON", [FieldError("Content-Type", f"expected {JSON} or {ARROW_STREAM}, got {content_type!r}")])
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput("Request must be JSON", [FieldError("body", str(exc))]) from exc
+    if not isinstance(obj, list):
+        raise InvalidInput("Data must be a list of records", [FieldError("body", f"got {type(obj).__name__}")])
+    table, errors = records.from_json(obj)
+    bad = {int(e.loc.partition(".")[0]) for e in errors if e.loc.partition(".")[0].isdigit()}
+    return table, errors, [i for i in range(len(obj)) if i not in bad]
+
+
+# ------------------------------------------------------------------------------- credentials
+
+
+def open_database(authorization: str | None, settings: DbHandlerSettings) -> Database:
+    """A connection with THIS request's credentials, verified now (never a cached first connection)."""
+    creds = _basic_credentials(authorization)
+    if creds is None:
+        raise Unauthorized("authorization header is missing or not type basic")
+    last: Unauthorized | None = None
+    for user, password in _candidates(*creds):
+        try:
+            return _verified(user, password, settings)
+        except Unauthorized as exc:
+            last = exc
+    raise last or Unauthorized()
+
+
+def _verified(user: str, password: str, settings: DbHandlerSettings) -> Database:
+    if settings.embedded:
+        from functions.storage import sqlapi
+
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        sqlapi.check_basic_auth(f"Basic {token}", settings.users)
+        return connect(settings.sql_url(), user, password)
+    db = connect(settings.sql_url(), user, password)
+    try:
+        db.execute("SELECT 1")  # CrateDB checks the credentials; Unauthorized / Unavailable come from here
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _basic_credentials(header: str | None) -> tuple[str, str] | None:
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, _, password = decoded.partition(":")
+    return user, password
+
+
+def _candidates(user: str, password: str) -> list[tuple[str, str]]:
+    """As given, then each part base64-decoded where it decodes (spec §9.1)."""
+    decoded = (_b64(user), _b64(password))
+    return [(user, password)] + ([decoded] if decoded != (user, password) else [])
+
+
+def _b64(text: str) -> str:
+    try:
+        return base64.b64decode(text, validate=True).decode("utf-8") if text else text
+    except (binascii.Error, UnicodeDecodeError):
+        return text
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is None:
+        value = next((v for k, v in headers.items() if k.lower() == name.lower()), None)
+    return value
+
+
+# ------------------------------------------------------------------------- process singletons
+
+_lock = threading.Lock()
+_settings: DbHandlerSettings | None = None
+_engines: dict[str, Engine] = {}
+
+
+def current_settings(build: Callable[[], DbHandlerSettings] = DbHandlerSettings.from_env) -> DbHandlerSettings:
+    """Settings read once per process, on first use."""
+    global _settings
+    with _lock:
+        if _settings is None:
+            _settings = build()
+        return _settings
+
+
+def engine(settings: DbHandlerSettings) -> Engine:
+    """The process-wide embedded engine for the settings' DuckDB file, built on first use."""
+    with _lock:
+        found = _engines.get(settings.db_path)
+        if found is None:
+            import os
+
+            from functions.storage.engine import Engine
+
+            if settings.db_path != ":memory:":
+                os.makedirs(os.path.dirname(os.path.abspath(settings.db_path)), exist_ok=True)
+            found = _engines[settings.db_path] = Engine(settings.db_path)
+        return found

@@ -1,0 +1,248 @@
+"""The embedded SQL engine: DuckDB behind CrateDB semantics (epoch-ms timestamps, objects, bulk).
+
+One DuckDB connection guarded by a lock: DuckDB serialises writers anyway, temp views live per
+connection, and a lock makes multi-statement transactions trivially isolated. Placeholder INSERTs
+(`args` and `bulk_args` alike) go through one columnar path: rows are transposed, converted per
+target column type into Arrow arrays (rows that fail conversion are reported with rowcount -2, like
+CrateDB's bulk errors) and inserted with one `INSERT ... SELECT` from the Arrow table.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from functions.storage import convert
+from functions.storage.dialect import NOOP, Insert, SqlError, parse_insert, quote, statement_kind, translate
+
+_INFO_VIEWS = """
+CREATE OR REPLACE TEMP VIEW finops_information_schema_tables AS
+SELECT table_catalog, CASE WHEN table_schema = 'main' THEN 'doc' ELSE table_schema END AS table_schema,
+       table_name, table_type
+FROM information_schema.tables WHERE table_catalog <> 'temp' AND table_schema <> 'pg_catalog';
+CREATE OR REPLACE TEMP VIEW finops_information_schema_columns AS
+SELECT table_catalog, CASE WHEN table_schema = 'main' THEN 'doc' ELSE table_schema END AS table_schema,
+       table_name, column_name, ordinal_position, data_type, is_nullable
+FROM information_schema.columns WHERE table_catalog <> 'temp' AND table_schema <> 'pg_catalog';
+"""
+
+
+@dataclass
+class SqlResult:
+    """One statement's answer in CrateDB's terms."""
+
+    cols: list[str] = field(default_factory=list)
+    col_types: list[Any] = field(default_factory=list)
+    rows: list[list[Any]] = field(default_factory=list)
+    rowcount: int = 0
+
+
+class Engine:
+    """A DuckDB database (file or ':memory:') speaking CrateDB semantics; thread-safe."""
+
+    def __init__(self, path: str | os.PathLike[str] = ":memory:") -> None:
+        self._lock = threading.RLock()
+        self._con = duckdb.connect(str(path))
+        self._con.execute("SET TimeZone = 'UTC'")
+        for ddl in _INFO_VIEWS.split(";"):
+            if ddl.strip():
+                self._con.execute(ddl)
+        self._columns: dict[str, dict[str, str]] = {}
+
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()
+
+    # ------------------------------------------------------------ public API
+
+    def execute(self, stmt: str, args: Sequence[Any] | None = None) -> SqlResult:
+        """Run one statement with optional positional `args` (`?` or `$n`)."""
+        with self._lock:
+            return self._run(stmt, list(args or []))
+
+    def execute_bulk(self, stmt: str, bulk_args: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+        """Run one statement per argument row; a placeholder INSERT becomes ONE columnar insert.
+
+        Returns CrateDB's bulk `results`: `{"rowcount": n}` per row, -2 with `error_message` for a
+        row that failed.
+        """
+        with self._lock:
+            ins = parse_insert(stmt)
+            if ins is not None and len(ins.params) == 1:
+                return self._insert(ins, bulk_args, ins.params[0], per_row=True)[1]
+            out: list[dict[str, Any]] = []
+            for args in bulk_args:
+                try:
+                    out.append({"rowcount": self._run(stmt, list(args)).rowcount})
+                except SqlError as exc:
+                    out.append(_failed(exc.message))
+            return out
+
+    def run_transaction(self, stmts: Sequence[tuple[str, Sequence[Any] | None]]) -> list[SqlResult]:
+        """Run statements in ONE transaction: all take effect or none does."""
+        with self._lock:
+            self._con.execute("BEGIN TRANSACTION")
+            try:
+                results = []
+                for n, (stmt, args) in enumerate(stmts):
+                    try:
+                        results.append(self._run(stmt, list(args or [])))
+                    except SqlError as exc:
+                        exc.message = f"{exc.message} (statement {n + 1} of {len(stmts)}, rolled back)"
+                        raise
+                self._con.execute("COMMIT")
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                self._columns.clear()
+                raise
+            return results
+
+    def table_columns(self, table: str) -> dict[str, str]:
+        """Column name -> DuckDB type of a table in the default schema; {} when it does not exist."""
+        with self._lock:
+            return dict(self._table_columns(table))
+
+    # ------------------------------------------------------------ statements
+
+    def _run(self, stmt: str, args: list[Any]) -> SqlResult:
+        ins = parse_insert(stmt)
+        if ins is not None:
+            order = tuple(range(len(ins.columns)))
+            rowcount, _ = self._insert(ins, _rows_of(ins, args), order, per_row=False)
+            return SqlResult(rowcount=rowcount)
+        sql = translate(stmt)
+        if sql == NOOP:
+            return SqlResult(rowcount=0)
+        kind = statement_kind(stmt)
+        if kind in ("create", "alter", "drop"):
+            self._columns.clear()
+        table = self._sql(sql, args)
+        if kind in ("insert", "update", "delete"):
+            return SqlResult(rowcount=_count(table))
+        if table is None or kind in ("create", "alter", "drop", "set"):
+            return SqlResult(rowcount=1)
+        cols, types, rows = convert.result_rows(table)
+        return SqlResult(cols, types, rows, len(rows))
+
+    def _sql(self, sql: str, args: list[Any]) -> pa.Table | None:
+        """Run DuckDB SQL; epoch-ms integers compared with TIMESTAMPs are retried as datetimes."""
+        try:
+            return _fetch(self._con, sql, args)
+        except duckdb.BinderException as exc:
+            fixed = convert.epoch_args(args) if "TIMESTAMP" in str(exc) else args
+            if fixed is args:
+                raise convert.sql_error(exc) from exc
+            try:
+                return _fetch(self._con, sql, fixed)
+            except duckdb.Error as exc2:
+                raise convert.sql_error(exc2) from exc2
+        except duckdb.Error as exc:
+            raise convert.sql_error(exc) from exc
+
+    # ------------------------------------------------------------ columnar INSERT
+
+    def _insert(
+        self, ins: Insert, rows: Sequence[Sequence[Any]], order: tuple[int, ...], *, per_row: bool
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """Insert `rows` (argument lists; column i is argument order[i]) with one columnar insert."""
+        width = 1 + max(order)
+        for n, row in enumerate(rows):
+            if len(row) != width:
+                raise SqlError(
+                    f"SQLParseException[args row {n} has {len(row)} values, the statement takes {width}]"
+                )
+        if not rows:
+            return 0, []
+        target = self._ensure_columns(ins.table, ins.columns)
+        cols = list(zip(*rows, strict=True))
+        arrays: list[pa.Array] = []
+        errors: dict[int, str] = {}
+        for name, index in zip(ins.columns, order, strict=True):
+            array, bad = convert.to_arrow(cols[index], target[name], name)
+            arrays.append(array)
+            for bad_row, msg in bad.items():
+                errors.setdefault(bad_row, msg)
+        if errors and not per_row:
+            raise SqlError(next(iter(errors.values())), 4003)
+        data = pa.Table.from_arrays([*arrays, pa.array(range(len(rows)), pa.int64())],
+                                    names=[*ins.columns, "__row"])
+        if errors:
+            data = data.filter(pa.array([i not in errors for i in range(len(rows))]))
+        self._insert_arrow(ins, data)
+        results = [_failed(errors[i]) if i in errors else {"rowcount": 1} for i in range(len(rows))]
+        return len(rows) - len(errors), results
+
+    def _insert_arrow(self, ins: Insert, data: pa.Table) -> None:
+        cols = ", ".join(quote(c) for c in ins.columns)
+        source = "finops_bulk_source"
+        select = f"SELECT {cols} FROM {source}"
+        if ins.on_conflict and ins.conflict_cols:
+            keys = ", ".join(quote(c) for c in ins.conflict_cols)
+            order = "ASC" if ins.do_nothing else "DESC"
+            select += f" QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY __row {order}) = 1"
+        sql = f"INSERT INTO {quote(ins.table)} ({cols}) {select} {ins.on_conflict}"
+        self._con.register(source, data)
+        try:
+            self._con.execute(sql).fetchall()
+        except duckdb.Error as exc:
+            raise convert.sql_error(exc) from exc
+        finally:
+            self._con.unregister(source)
+
+    def _table_columns(self, table: str) -> dict[str, str]:
+        cached = self._columns.get(table)
+        if cached is None:
+            found = self._con.execute(
+                "SELECT column_name, data_type FROM duckdb_columns() "
+                "WHERE schema_name = 'main' AND table_name = ? ORDER BY column_index",
+                [table],
+            ).fetchall()
+            cached = {str(n): str(t) for n, t in found}
+            if cached:
+                self._columns[table] = cached
+        return cached
+
+    def _ensure_columns(self, table: str, columns: Sequence[str]) -> dict[str, str]:
+        """Target column types; unknown columns are added as VARCHAR (column_policy='dynamic')."""
+        existing = self._table_columns(table)
+        if not existing:
+            raise SqlError(f"RelationUnknown[Relation 'doc.{table}' unknown]", 4041)
+        missing = [c for c in columns if c not in existing]
+        for name in missing:
+            try:
+                self._con.execute(f"ALTER TABLE {quote(table)} ADD COLUMN {quote(name)} VARCHAR")
+            except duckdb.Error as exc:
+                raise convert.sql_error(exc) from exc
+        if missing:
+            self._columns.pop(table, None)
+            existing = self._table_columns(table)
+        return existing
+
+
+def _fetch(con: duckdb.DuckDBPyConnection, sql: str, args: list[Any]) -> pa.Table | None:
+    rel = con.sql(sql, params=args or None)
+    return None if rel is None else rel.to_arrow_table()
+
+
+def _count(table: pa.Table | None) -> int:
+    if table is None or table.num_rows == 0 or table.num_columns == 0:
+        return 0
+    value = table.column(0)[0].as_py()
+    return int(value) if isinstance(value, int) else 0
+
+
+def _rows_of(ins: Insert, args: list[Any]) -> list[list[Any]]:
+    """One statement's args as rows in column order (one row per VALUES tuple)."""
+    if any(i >= len(args) for row in ins.params for i in row):
+        raise SqlError("SQLParseException[not enough args for the INSERT's placeholders]")
+    return [[args[i] for i in row] for row in ins.params]
+
+
+def _failed(message: str) -> dict[str, Any]:
+    return {"rowcount": -2, "error_message": message}

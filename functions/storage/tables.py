@@ -1,0 +1,149 @@
+"""Table layouts (CrateDB dialect), Krateo's upsert keys, identifier validation and quoting.
+
+The DDL runs unchanged on CrateDB and, through functions.storage.dialect, on the embedded engine.
+Columns keep Krateo's lower-case names and types (spec §9.4) so existing notebooks keep working;
+the cost table has NO primary key: rows sharing Krateo's upsert key (credits, taxes, adjustments)
+must all be kept, and idempotency comes from snapshot replacement by (finops_source, period).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Literal
+
+from functions.errors import FieldError, InvalidInput
+
+MetricType = Literal["cost", "resource", "generic"]
+
+FOCUS_COLUMNS: tuple[str, ...] = (
+    "AvailabilityZone", "BilledCost", "BillingAccountId", "BillingAccountName", "BillingCurrency",
+    "BillingPeriodEnd", "BillingPeriodStart", "CapacityReservationId", "CapacityReservationStatus",
+    "ChargeCategory", "ChargeClass", "ChargeDescription", "ChargeFrequency", "ChargePeriodEnd",
+    "ChargePeriodStart", "CommitmentDiscountCategory", "CommitmentDiscountId", "CommitmentDiscountType",
+    "CommitmentDiscountStatus", "CommitmentDiscountName", "CommitmentDiscountQuantity",
+    "CommitmentDiscountUnit", "ConsumedQuantity", "ConsumedUnit", "ContractedCost", "ContractedUnitCost",
+    "EffectiveCost", "InvoiceIssuerName", "ListCost", "ListUnitPrice", "PricingCategory",
+    "PricingQuantity", "PricingUnit", "ProviderName", "PublisherName", "RegionId", "RegionName",
+    "ResourceId", "ResourceName", "ResourceType", "ServiceCategory", "ServiceName", "ServiceSubcategory",
+    "SkuId", "SkuMeter", "SkuPriceDetails", "SkuPriceId", "SubAccountId", "SubAccountName", "Tags",
+)
+"""FOCUS columns in Krateo's order (spec §2.5); stored lower-cased."""
+
+STRING, DOUBLE, TIMESTAMP, OBJECT = "STRING", "DOUBLE", "TIMESTAMP", "OBJECT(DYNAMIC)"
+
+COST_TIMESTAMPS = frozenset({"billingperiodend", "billingperiodstart", "chargeperiodend", "chargeperiodstart"})
+COST_DOUBLES = frozenset({
+    "billedcost", "commitmentdiscountquantity", "contractedcost", "contractedunitcost", "effectivecost",
+    "listcost", "listunitprice", "pricingquantity",
+})
+COST_OBJECTS = frozenset({"tags"})
+
+BOOKKEEPING: dict[str, str] = {"finops_source": STRING, "finops_run": STRING, "finops_ingested_at": TIMESTAMP}
+"""Columns we add to every table: which config wrote a row, in which scrape run, and when."""
+
+STAGING_PART = "finops_part"
+"""Extra staging column: the 0-based part number of a multi-part upload."""
+
+UPSERT_KEYS: dict[str, tuple[str, ...]] = {
+    "cost": ("resourceid", "resourcename", "billingperiodend", "billingperiodstart",
+             "chargeperiodend", "chargeperiodstart", "skupriceid"),
+    "resource": ("resourceid", "metricname", "timestamp"),
+}
+"""Krateo's ON CONFLICT keys (spec §9.3): the legacy-mode replacement keys."""
+
+_TABLE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}")
+_COLUMN = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,254}")
+
+
+def cost_columns() -> dict[str, str]:
+    """Column -> CrateDB type of the cost (FOCUS) table, bookkeeping included."""
+    out: dict[str, str] = {}
+    for name in (c.lower() for c in FOCUS_COLUMNS):
+        if name in COST_TIMESTAMPS:
+            out[name] = TIMESTAMP
+        elif name in COST_DOUBLES:
+            out[name] = DOUBLE
+        elif name in COST_OBJECTS:
+            out[name] = OBJECT
+        else:
+            out[name] = STRING
+    return out | BOOKKEEPING
+
+
+def resource_columns() -> dict[str, str]:
+    base = {"resourceid": STRING, "metricname": STRING, "timestamp": TIMESTAMP, "average": DOUBLE, "unit": STRING}
+    return base | BOOKKEEPING
+
+
+def generic_columns(labels: Sequence[str] = ()) -> dict[str, str]:
+    """One STRING per label, then `value DOUBLE`, `timestamp TIMESTAMP` and bookkeeping."""
+    out = {valid_column_name(label): STRING for label in labels}
+    out.update({"value": DOUBLE, "timestamp": TIMESTAMP})
+    return out | BOOKKEEPING
+
+
+def columns_for(metric_type: MetricType, labels: Sequence[str] = ()) -> dict[str, str]:
+    """The column type map the upload stage converts values by (DOUBLE/TIMESTAMP/OBJECT/STRING)."""
+    if metric_type == "cost":
+        return cost_columns()
+    if metric_type == "resource":
+        return resource_columns()
+    return generic_columns(labels)
+
+
+def create_table(table: str, columns: dict[str, str], *, checked: bool = False) -> str:
+    """`CREATE TABLE IF NOT EXISTS` in CrateDB's dialect, dynamic so unknown labels become columns.
+
+    `checked`: the name was derived from an already validated one (staging tables may exceed the
+    user-facing 63-character rule; CrateDB allows 255 bytes).
+    """
+    body = ",\n  ".join(f"{quote_ident(name)} {typ}" for name, typ in columns.items())
+    name = table if checked else valid_table_name(table)
+    return (
+        f"CREATE TABLE IF NOT EXISTS {quote_ident(name)} (\n  {body}\n)"
+        " WITH (column_policy = 'dynamic')"
+    )
+
+
+def table_ddl(table: str, metric_type: MetricType, labels: Sequence[str] = ()) -> str:
+    return create_table(table, columns_for(metric_type, labels))
+
+
+def staging_table(table: str) -> str:
+    """Where parts of a run wait for the final part: `<table>__finops_staging`.
+
+    A suffix ending in `_staging` can never equal Krateo's `<cost>_res` resource tables, and
+    CrateDB forbids a leading underscore, so a prefix could not hide it either.
+    """
+    return f"{valid_table_name(table)}__finops_staging"
+
+
+def staging_ddl(table: str, metric_type: MetricType, labels: Sequence[str] = ()) -> str:
+    columns = columns_for(metric_type, labels) | {STAGING_PART: "INTEGER"}
+    return create_table(staging_table(table), columns, checked=True)
+
+
+def valid_table_name(name: str) -> str:
+    """The lower-cased table name, or InvalidInput (400) naming the rule."""
+    if not isinstance(name, str) or not _TABLE.fullmatch(name):
+        raise InvalidInput(
+            "invalid table name",
+            [FieldError("table", "must match ^[A-Za-z][A-Za-z0-9_]{0,62}$ (letters, digits, underscore)")],
+        )
+    return name.lower()
+
+
+def valid_column_name(name: str) -> str:
+    """The lower-cased column name for a label key, or InvalidInput naming it."""
+    if not isinstance(name, str) or not _COLUMN.fullmatch(name):
+        raise InvalidInput(
+            "invalid column name",
+            [FieldError(str(name), "a label used as a column must match ^[A-Za-z][A-Za-z0-9_]*$")],
+        )
+    return name.lower()
+
+
+def quote_ident(name: str) -> str:
+    """A double-quoted SQL identifier (CrateDB and DuckDB agree on the quoting)."""
+    return '"' + name.replace('"', '""') + '"'

@@ -1,0 +1,112 @@
+"""A real database handler on 127.0.0.1: functions-framework running the dbhandler target.
+
+`start_dbhandler(tmp_path)` starts it (embedded mode, a fresh DuckDB file under tmp_path, users
+from USERS), waits until `GET /` answers and returns a DbHandler; `stop()` ends the process.
+The pytest fixture `dbhandler` (import `dbhandler_fixture`) does both. SOURCE is the functions-framework source file; point it
+at functions/main.py once the target lives there.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+SOURCE = TESTS / "dbhandler_target.py"
+TARGET = "dbhandler"
+USERS = {"crate": "", "finops": "s3cret"}
+
+
+@dataclass
+class DbHandler:
+    url: str
+    port: int
+    db_path: Path
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def auth(self, user: str = "finops", password: str = "s3cret") -> dict[str, str]:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        return {"Authorization": f"Basic {token}"}
+
+    def upload(self, body: Any, params: Mapping[str, str], *, content_type: str = "application/json",
+               headers: Mapping[str, str] | None = None) -> httpx.Response:
+        """POST /upload with JSON (any Python value) or raw bytes; finops credentials unless headers given."""
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        sent = {"Content-Type": content_type, **(self.auth() if headers is None else dict(headers))}
+        return httpx.post(f"{self.url}/upload", params=dict(params), content=data, headers=sent, timeout=60)
+
+    def sql(self, stmt: str, args: list[Any] | None = None) -> list[list[Any]]:
+        """Rows of a query, through the crate client against the handler's /_sql (like a notebook)."""
+        from crate import client
+
+        conn = client.connect(self.url, username="finops", password="s3cret")
+        try:
+            cursor = conn.cursor()
+            cursor.execute(stmt, args)
+            return [list(r) for r in cursor.fetchall()]
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_dbhandler(tmp_path: Path, env: Mapping[str, str] | None = None, users: Mapping[str, str] = USERS) -> DbHandler:
+    port = free_port()
+    db_path = tmp_path / "db" / "finops.duckdb"
+    log = tmp_path / "dbhandler.log"
+    environ = {**os.environ, "FINOPS_DB_MODE": "embedded", "FINOPS_DB_PATH": str(db_path),
+               "FINOPS_DB_USERS": json.dumps(dict(users)), "PORT": str(port), **dict(env or {})}
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "functions_framework", "--target", TARGET, "--source", str(SOURCE),
+             "--host", "127.0.0.1", "--port", str(port)],
+            env=environ, stdout=out, stderr=subprocess.STDOUT, cwd=TESTS.parent,
+        )
+    server = DbHandler(f"http://127.0.0.1:{port}", port, db_path, process, log)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"dbhandler exited with {process.returncode}: {log.read_text()[-4000:]}")
+        try:
+            if httpx.get(server.url + "/", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"dbhandler did not answer within 30 s: {log.read_text()[-4000:]}")
+
+
+@pytest.fixture(name="dbhandler")
+def dbhandler_fixture(tmp_path: Path) -> Iterator[DbHandler]:
+    """Import `dbhandler_fixture` into a test module and ask for `dbhandler`."""
+    server = start_dbhandler(tmp_path)
+    try:
+        yield server
+    finally:
+        server.stop()
