@@ -1,0 +1,365 @@
+"""The `finops` command: run the local stack and manage its CRs, schedules and database.
+
+    finops up [--detach]                      broker + scheduler + one process per function
+    finops down                               stop a running stack
+    finops apply -f FILE [-f FILE ...]        store CRs/Secrets, publish io.finops.cr.applied
+    finops get [KIND[/NS/NAME]] [-o json|yaml]
+    finops delete KIND/NS/NAME | -f FILE
+    finops run KIND/NAME | KIND/NS/NAME       fire the CR's PingSource now, print the delivery chain
+    finops sql [--json] "SQL"                 query the embedded database through the crate client
+    finops demo [--serve]
+
+Every command takes --state DIR (default ./.state). User errors print one clear message and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from functions import events
+from functions.errors import FinopsError
+
+_HERE = Path(__file__).resolve().parent
+
+
+class UserError(Exception):
+    """A mistake the user can fix: printed as one line, exit status 2."""
+
+
+def _default_dir(name: str) -> Path:
+    """./<name> when run from a checkout's root, else the folder beside the package."""
+    cwd = Path.cwd() / name
+    return cwd if cwd.is_dir() else _HERE.parent / name
+
+
+def _stack(state: Path) -> dict[str, Any]:
+    from functions.local.supervisor import running_stack
+
+    stack = running_stack(state)
+    if stack is None:
+        raise UserError(f"no stack is running for state {state}: start it with `finops up --state {state}`")
+    return stack
+
+
+def _publish(broker_url: str, event: events.Event, wait: bool = False) -> dict[str, Any]:
+    headers, body = events.to_binary(event)
+    try:
+        resp = httpx.post(broker_url + ("/?wait=true" if wait else "/"), headers=headers, content=body,
+                          timeout=None if wait else 10)
+        resp.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise UserError(f"the broker at {broker_url} did not take the event: {exc}") from exc
+    return dict(resp.json())
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from functions.local.supervisor import Stack, running_stack
+
+    if (stack := running_stack(args.state)) is not None:
+        raise UserError(f"a stack is already running for {args.state} (pid {stack['pid']}); `finops down` first")
+    if args.detach:
+        return _up_detached(args)
+    stack_obj = Stack(args.state, args.knative, args.eventsources)
+    try:
+        info = stack_obj.start()
+    except (RuntimeError, OSError) as exc:
+        stack_obj.stop()
+        raise UserError(f"the stack did not start: {exc}") from exc
+    _print_urls(info)
+    signal.signal(signal.SIGTERM, lambda *_: stack_obj._stop.set())
+    try:
+        stack_obj.run_until_stopped()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stack_obj.stop()
+    return 0
+
+
+def _up_detached(args: argparse.Namespace) -> int:
+    from functions.local.supervisor import running_stack
+
+    log_path = args.state / "logs" / "stack.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "functions.cli", "up", "--state", str(args.state),
+           "--knative", str(args.knative), "--eventsources", str(args.eventsources)]
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        stack = running_stack(args.state)
+        if stack is not None and stack.get("pid") == proc.pid:
+            _print_urls(stack)
+            print(f"logs: {log_path}")
+            return 0
+        if proc.poll() is not None:
+            tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
+            raise UserError("the stack did not start:\n" + "\n".join(tail))
+        time.sleep(0.2)
+    raise UserError(f"the stack did not become ready in 120s; see {log_path}")
+
+
+def _print_urls(stack: dict[str, Any]) -> None:
+    print(f"broker     {stack['broker']}")
+    for name, svc in stack["services"].items():
+        print(f"{name:<10} {svc['url']}  (target {svc['target']}, pid {svc['pid']})")
+    print(f"database   {stack['db']['url']}  user {stack['db']['user']} (password in {stack['db']['secret']})")
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from functions.local.supervisor import running_stack
+
+    stack = running_stack(args.state)
+    if stack is None:
+        print(f"no stack running for {args.state}")
+        return 0
+    pid = int(stack["pid"])
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            print(f"stopped (pid {pid})")
+            return 0
+        time.sleep(0.2)
+    raise UserError(f"the stack (pid {pid}) did not stop within 30s")
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from functions.local.crstore import CrStore
+
+    return CrStore(args.state)
+
+
+def _publish_changes(args: argparse.Namespace, changes: list[Any]) -> None:
+    from functions.local.supervisor import running_stack
+
+    stack = running_stack(args.state)
+    for change in changes:
+        print(change)
+        for event in change.events:
+            if stack is not None:
+                _publish(stack["broker"], event)
+    if stack is None and any(c.events for c in changes):
+        print("(stack not running: stored only; no events published)")
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from functions.local.crstore import load_documents
+
+    docs = [doc for path in args.filename for doc in load_documents(path)]
+    if not docs:
+        raise UserError("no objects to apply")
+    _publish_changes(args, _store(args).apply(docs))
+    return 0
+
+
+def _parse_ref(text: str, namespace: str) -> tuple[str, str | None, str | None]:
+    parts = [p for p in text.split("/") if p]
+    if len(parts) == 1:
+        return parts[0], None, None
+    if len(parts) == 2:
+        return parts[0], namespace, parts[1]
+    if len(parts) == 3:
+        return parts[0], parts[1], parts[2]
+    raise UserError(f"expected KIND, KIND/NAME or KIND/NAMESPACE/NAME, got {text!r}")
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    store = _store(args)
+    single = False
+    if args.ref:
+        kind, ns, name = _parse_ref(args.ref, args.namespace)
+        if name is not None and ns is not None:
+            single = True
+            obj = store.get(kind, ns, name)
+            if obj is None:
+                raise UserError(f"{kind} {ns}/{name} not found")
+            objs = [obj]
+        else:
+            objs = store.list(kind, args.namespace if args.namespace_given else None)
+    else:
+        objs = store.list(None, args.namespace if args.namespace_given else None)
+    if args.output == "json":
+        print(json.dumps(objs[0] if single else objs, indent=2))
+    elif args.output == "yaml":
+        print(yaml.safe_dump_all(objs, sort_keys=False), end="")
+    else:
+        now = datetime.now(UTC)
+        rows = [[o.get("kind", ""), o.get("metadata", {}).get("namespace", ""), o.get("metadata", {}).get("name", ""),
+                 _age(o.get("metadata", {}).get("creationTimestamp"), now)] for o in objs]
+        print(format_table(["KIND", "NAMESPACE", "NAME", "AGE"], rows) if rows else "no objects")
+    return 0
+
+
+def _age(stamp: Any, now: datetime) -> str:
+    try:
+        secs = int((now - datetime.strptime(str(stamp), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)).total_seconds())
+    except ValueError:
+        return ""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= size:
+            return f"{secs // size}{unit}"
+    return f"{secs}s"
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from functions.local.crstore import load_documents
+
+    store = _store(args)
+    targets: list[tuple[str, str, str]] = []
+    for path in args.filename or []:
+        for doc in load_documents(path):
+            meta = doc.get("metadata") or {}
+            targets.append((str(doc.get("kind")), str(meta.get("namespace") or "default"), str(meta.get("name"))))
+    if args.ref:
+        kind, ns, name = _parse_ref(args.ref, args.namespace)
+        if name is None or ns is None:
+            raise UserError("delete needs KIND/NAMESPACE/NAME (or KIND/NAME with -n) or -f FILE")
+        targets.append((kind, ns, name))
+    if not targets:
+        raise UserError("nothing to delete: give KIND/NAMESPACE/NAME or -f FILE")
+    _publish_changes(args, [store.delete(*t) for t in targets])
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from functions.local.scheduler import ping_event
+    from functions.models.pingsources import pingsources_for
+
+    kind, ns, name = _parse_ref(args.ref, args.namespace)
+    if name is None or ns is None:
+        raise UserError("run needs KIND/NAME or KIND/NAMESPACE/NAME")
+    cr = _store(args).get(kind, ns, name)
+    if cr is None:
+        raise UserError(f"{kind} {ns}/{name} not found: `finops apply -f` it first")
+    pings = pingsources_for(cr)
+    if not pings:
+        raise UserError(f"{cr['kind']} has no schedule: nothing to run")
+    stack = _stack(args.state)
+    failed = 0
+    for ps in pings:
+        answer = _publish(stack["broker"], ping_event(ps), wait=True)
+        print(f"{ps['metadata']['name']}: event {answer['event']['id']} ({answer['event']['type']})")
+        for d in answer["deliveries"]:
+            outcome = "ok" if d["ok"] else f"FAILED: {d['error']}"
+            reply = f" -> reply {d['reply_type']}" if d.get("reply_type") else ""
+            print(f"{'  ' * (d['depth'] + 1)}{d['trigger']} -> {d['subscriber']}: HTTP {d['status']} "
+                  f"after {d['attempts']} attempt(s), {outcome}{reply}")
+        if not answer["deliveries"]:
+            print("  no Trigger matched this event")
+        failed += int(answer["failed"]) + (0 if answer["deliveries"] else 1)
+    return 1 if failed else 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    stack = _stack(args.state)
+    try:
+        from functions.clients import db
+    except ImportError as exc:
+        raise UserError(f"the database client is not available: {exc}") from exc
+
+    database = db.connect(stack["db"]["url"], stack["db"]["user"], stack["db"]["password"])
+    try:
+        result = database.execute(args.sql)
+    finally:
+        database.close()
+    if args.json:
+        print(json.dumps([dict(zip(result.cols, row, strict=False)) for row in result.rows], indent=2, default=str))
+    elif result.cols:
+        print(format_table(result.cols, result.rows))
+        print(f"({len(result.rows)} row{'s' if len(result.rows) != 1 else ''})")
+    else:
+        print(f"OK, {result.rowcount} row(s) affected")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from functions.local import demo
+
+    return int(demo.run(args) or 0)
+
+
+def format_table(cols: list[str], rows: list[list[Any]]) -> str:
+    """Columns aligned on the widest cell; numbers right-aligned, None as NULL."""
+    cells = [["NULL" if v is None else str(v) for v in row] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(cols)]
+    numeric = [bool(rows) and all(isinstance(r[i], int | float) or r[i] is None for r in rows) for i in range(len(cols))]
+
+    def line(values: list[str]) -> str:
+        return "  ".join(v.rjust(w) if numeric[i] else v.ljust(w) for i, (v, w) in enumerate(zip(values, widths, strict=True))).rstrip()
+    return "\n".join([line(cols), line(["-" * w for w in widths]), *(line(r) for r in cells)])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="finops", description="The finops-functions local stack and CR tools.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--state", type=Path, default=Path(".state"), help="state directory (default ./.state)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", parents=[common], help="start the local stack")
+    up.add_argument("--detach", "-d", action="store_true", help="run in the background (logs in <state>/logs)")
+    up.add_argument("--knative", type=Path, default=_default_dir("knative"), help="Knative manifests (Services, Triggers)")
+    up.add_argument("--eventsources", type=Path, default=_default_dir("eventsources"), help="static PingSources")
+    up.set_defaults(func=cmd_up)
+    sub.add_parser("down", parents=[common], help="stop the local stack").set_defaults(func=cmd_down)
+
+    ns = argparse.ArgumentParser(add_help=False)
+    ns.add_argument("--namespace", "-n", default=None, help="namespace for KIND/NAME and lists")
+    apply = sub.add_parser("apply", parents=[common], help="store CRs and Secrets from YAML files")
+    apply.add_argument("-f", "--filename", action="append", required=True, help="YAML file ('-' for stdin)")
+    apply.set_defaults(func=cmd_apply)
+    get = sub.add_parser("get", parents=[common, ns], help="show stored CRs and Secrets")
+    get.add_argument("ref", nargs="?", help="KIND, KIND/NAME or KIND/NAMESPACE/NAME")
+    get.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+    get.set_defaults(func=cmd_get)
+    delete = sub.add_parser("delete", parents=[common, ns], help="delete CRs or Secrets")
+    delete.add_argument("ref", nargs="?", help="KIND/NAMESPACE/NAME")
+    delete.add_argument("-f", "--filename", action="append", help="delete the objects of a YAML file")
+    delete.set_defaults(func=cmd_delete)
+    run = sub.add_parser("run", parents=[common, ns], help="fire a CR's schedule now and wait for the chain")
+    run.add_argument("ref", help="KIND/NAME or KIND/NAMESPACE/NAME")
+    run.set_defaults(func=cmd_run)
+    sql = sub.add_parser("sql", parents=[common], help="run SQL on the stack's database")
+    sql.add_argument("--json", action="store_true", help="print rows as a JSON list of objects")
+    sql.add_argument("sql", help="the SQL statement")
+    sql.set_defaults(func=cmd_sql)
+    demo = sub.add_parser("demo", parents=[common], help="run the whole pipeline on sample data")
+    demo.add_argument("--serve", action="store_true", help="keep the stack running afterwards")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if hasattr(args, "namespace"):
+        args.namespace_given = args.namespace is not None
+        args.namespace = args.namespace or "default"
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+    except UserError as exc:
+        print(f"finops: error: {exc}", file=sys.stderr)
+    except FinopsError as exc:
+        print(f"finops: error: {exc.message}", file=sys.stderr)
+        for err in exc.errors:
+            print(f"  {err.loc}: {err.msg}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

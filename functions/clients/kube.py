@@ -1,0 +1,146 @@
+"""Read CRs and Secrets: from the local CR store's files, or from the Kubernetes API in a cluster.
+
+Functions never care where they run: they get a ResourceReader (`reader_from_env`) and ask it for
+`get(kind, namespace, name)`, `get_secret(namespace, name)` or `list(kind, namespace)`. Missing objects
+are None (or []); an unreachable API server is Unavailable (retried), never a kubernetes exception.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from functions.errors import FieldError, InvalidInput, Unavailable
+from functions.models.registry import KindInfo, all_kinds
+
+SECRET = "Secret"
+
+
+class ResourceReader(Protocol):
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    def list(self, kind: str, namespace: str | None = None) -> list[dict[str, Any]]: ...
+
+
+def resource_path(state_dir: Path, kind: str, namespace: str, name: str) -> Path:
+    """<state>/resources/<Kind>/<namespace>/<name>.json: the one layout both the store and readers use."""
+    return Path(state_dir) / "resources" / kind / namespace / f"{name}.json"
+
+
+class LocalReader:
+    """The local CR store's files (written by functions.local.crstore)."""
+
+    def __init__(self, state_dir: Path | str) -> None:
+        self.root = Path(state_dir) / "resources"
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return _read_json(self.root / kind / namespace / f"{name}.json")
+
+    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.get(SECRET, namespace, name)
+
+    def list(self, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        base = self.root / kind
+        pattern = f"{namespace}/*.json" if namespace else "*/*.json"
+        out = [_read_json(p) for p in sorted(base.glob(pattern))] if base.is_dir() else []
+        return [o for o in out if o is not None]
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        with path.open("rb") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise Unavailable(f"cannot read {path}: {exc}") from exc
+    return data if isinstance(data, dict) else None
+
+
+class KubeApiReader:
+    """The Kubernetes API (in-cluster config, else ~/.kube/config; `host` for a test API server)."""
+
+    def __init__(self, host: str | None = None) -> None:
+        self._host = host
+        self._api: Any = None
+
+    def _client(self) -> Any:
+        if self._api is None:
+            from kubernetes import client
+            from kubernetes import config as kube_config
+
+            config: Any = kube_config  # untyped package
+            if self._host:
+                cfg = client.Configuration()
+                cfg.host = self._host
+                self._api = client.ApiClient(cfg)
+            else:
+                try:
+                    config.load_incluster_config()
+                except config.ConfigException:
+                    config.load_kube_config()
+                self._api = client.ApiClient()
+        return self._api
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        if kind == SECRET:
+            return self.get_secret(namespace, name)
+        info = _kind(kind)
+        return self._call(lambda c: c.CustomObjectsApi(self._client()).get_namespaced_custom_object(
+            info.group, info.version, namespace, info.plural, name), f"{kind}/{namespace}/{name}")
+
+    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        def read(c: Any) -> Any:
+            api = self._client()
+            return api.sanitize_for_serialization(c.CoreV1Api(api).read_namespaced_secret(name, namespace))
+
+        return self._call(read, f"Secret/{namespace}/{name}")
+
+    def list(self, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        info = _kind(kind)
+
+        def read(c: Any) -> Any:
+            api = c.CustomObjectsApi(self._client())
+            if namespace:
+                return api.list_namespaced_custom_object(info.group, info.version, namespace, info.plural)
+            return api.list_cluster_custom_object(info.group, info.version, info.plural)
+
+        result = self._call(read, f"{kind} list")
+        return list((result or {}).get("items", []))
+
+    def _call(self, fn: Any, what: str) -> dict[str, Any] | None:
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            out = fn(client)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            if exc.status in (401, 403):
+                raise Unavailable(f"Kubernetes API refused to read {what}: HTTP {exc.status} (check RBAC)") from exc
+            raise Unavailable(f"Kubernetes API error reading {what}: HTTP {exc.status}") from exc
+        except (HTTPError, OSError) as exc:
+            raise Unavailable(f"Kubernetes API unreachable reading {what}: {exc}") from exc
+        return dict(out) if isinstance(out, Mapping) else None
+
+
+def _kind(kind: str) -> KindInfo:
+    info = all_kinds().get(kind)
+    if info is None:
+        raise InvalidInput(f"unknown kind {kind!r}", [FieldError("kind", f"supported: {', '.join(all_kinds())}")])
+    return info
+
+
+def reader_from_env(environ: Mapping[str, str] | None = None) -> ResourceReader:
+    """FINOPS_KUBE=local (default) reads FINOPS_STATE_DIR's store; FINOPS_KUBE=cluster reads the API."""
+    env = os.environ if environ is None else environ
+    if env.get("FINOPS_KUBE", "local") == "cluster":
+        return KubeApiReader(env.get("FINOPS_KUBE_HOST") or None)
+    return LocalReader(env.get("FINOPS_STATE_DIR") or ".state")
