@@ -20,18 +20,14 @@ PING = "dev.knative.sources.ping"
 CR_APPLIED = "io.finops.cr.applied"
 CR_DELETED = "io.finops.cr.deleted"
 EXPORT_COMPLETED = "io.finops.export.completed"
-EXPORT_FAILED = "io.finops.export.failed"
 UPLOAD_COMPLETED = "io.finops.upload.completed"
-SCRAPE_FAILED = "io.finops.scrape.failed"
 
 CATALOGUE: dict[str, str] = {
     PING: "PingSource tick; data names the config to run: {kind, namespace, name}.",
     CR_APPLIED: "A custom resource was created or changed; subject <kind>/<namespace>/<name>, data = the CR.",
     CR_DELETED: "A custom resource was deleted; subject <kind>/<namespace>/<name>, data = the last CR.",
     EXPORT_COMPLETED: "An exporter stored a new snapshot; data {config, rows, snapshot, metricType}. Triggers the scrape.",
-    EXPORT_FAILED: "An exporter cycle failed and kept its last good snapshot; data {config, error}. Terminal.",
     UPLOAD_COMPLETED: "A scrape committed its rows to the database; data {config, table, rows}. Terminal.",
-    SCRAPE_FAILED: "A scrape failed; data {config, error}. Terminal.",
 }
 
 
