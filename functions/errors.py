@@ -85,6 +85,11 @@ class Unavailable(FinopsError):
         return {"Retry-After": str(self.retry_after)}
 
 
+def field_errors(exc: Any, default_loc: str = "") -> list[FieldError]:
+    """Every error of a pydantic ValidationError as FieldErrors (dotted locations), none dropped."""
+    return [FieldError(".".join(str(p) for p in e["loc"]) or default_loc, str(e["msg"])) for e in exc.errors()]
+
+
 def http_answer(exc: BaseException) -> tuple[dict[str, Any], int, dict[str, str]]:
     """Map any exception to (JSON body, status, headers). Unknown exceptions are 500, never a crash."""
     if isinstance(exc, FinopsError):

@@ -26,6 +26,8 @@ def exporter(request: flask.Request) -> flask.Response:
     from functions.stages import exporter as stage
 
     def run() -> flask.Response:
+        if request.method == "GET" and request.path.rstrip("/") in ("", "/healthz"):
+            return _health("exporter")
         if request.method == "GET":
             return _serve_snapshot(request)
         event = _event(request)
@@ -45,6 +47,8 @@ def scraper(request: flask.Request) -> flask.Response:
     from functions.stages import scraper as stage
 
     def run() -> flask.Response:
+        if request.method == "GET":
+            return _health("scraper")
         event = _event(request)
         result = stage.handle(_ref(event), event.id, _reader(), _settings())
         if result is None:
@@ -105,6 +109,13 @@ def _reply(type_: str, subject: str, data: dict[str, Any]) -> flask.Response:
     settings = _settings()
     headers, body = events.to_binary(events.new(type_, f"/finops/{settings.source_service or 'local'}", data, subject=subject))
     return flask.Response(body, 200, headers=headers)
+
+
+def _health(name: str) -> flask.Response:
+    """GET answers for probes: nothing is built, so a cold start stays cheap."""
+    import flask
+
+    return flask.Response(f'{{"function": "{name}", "ok": true}}', 200, content_type="application/json")
 
 
 def _empty() -> flask.Response:

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 from functions import events
 from functions.clients.kube import SECRET, LocalReader, resource_path
-from functions.errors import FieldError, InvalidInput, NotFound
+from functions.errors import FieldError, InvalidInput, NotFound, field_errors
 from functions.models.k8s import secret_data
 from functions.models.pingsources import pingsources_for
 from functions.models.registry import all_kinds, resolve_kind
@@ -137,7 +137,7 @@ class CrStore:
         try:
             info.model.model_validate(doc)
         except ValidationError as exc:
-            errors = [FieldError(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
+            errors = field_errors(exc)
             detail = "; ".join(f"{e.loc}: {e.msg}" for e in errors)
             raise InvalidInput(f"{label} is invalid: {detail}", errors) from exc
         return kind, doc

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from functions.clients import endpoint as endpoint_client
 from functions.clients.kube import ResourceReader
 from functions.codecs import exposition, samples, sources
-from functions.errors import FieldError, InvalidInput
+from functions.errors import FieldError, InvalidInput, field_errors
 from functions.logs import get_logger
 from functions.models.crs import ExporterScraperConfig
 from functions.models.k8s import secret_data
@@ -90,11 +90,7 @@ def load_config(ref: ConfigRef, reader: ResourceReader) -> ExporterScraperConfig
     try:
         return ExporterScraperConfig.model_validate(body)
     except ValidationError as exc:
-        raise InvalidInput(f"{ref} is invalid", _field_errors(exc)) from exc
-
-
-def _field_errors(exc: ValidationError) -> list[FieldError]:
-    return [FieldError(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
+        raise InvalidInput(f"{ref} is invalid", field_errors(exc)) from exc
 
 
 def _endpoint(reader: ResourceReader, ref: Any, namespace: str) -> endpoint_client.Endpoint:

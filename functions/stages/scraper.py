@@ -27,7 +27,7 @@ from functions.clients import endpoint as endpoint_client
 from functions.clients import pipeline
 from functions.clients.kube import ResourceReader
 from functions.codecs import exposition, records
-from functions.errors import FieldError, InvalidInput
+from functions.errors import FieldError, InvalidInput, field_errors
 from functions.logs import get_logger
 from functions.models.crs import API, DatabaseConfig, ExporterScraperConfig, Generic, ScraperConfig
 from functions.models.k8s import ObjectRef, secret_data
@@ -104,8 +104,7 @@ def load_plan(ref: ConfigRef, reader: ResourceReader) -> ScrapePlan | None:
             api = cfg.spec.api or API(path="/metrics")
             return ScrapePlan(str(ref), ref.namespace, cfg.spec.table_name, cfg.spec.metric_type, cfg.spec.generic, cfg.spec.scraper_database_config_ref, api)
     except ValidationError as exc:
-        errors = [FieldError(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
-        raise InvalidInput(f"{ref} is invalid", errors) from exc
+        raise InvalidInput(f"{ref} is invalid", field_errors(exc)) from exc
     raise InvalidInput(f"the scraper does not handle {ref.kind}", [FieldError("kind", "expected ExporterScraperConfig or ScraperConfig")])
 
 

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from functions.clients.db import Database, connect
 from functions.codecs import records
-from functions.errors import FieldError, FinopsError, InvalidInput, Unauthorized, http_answer
+from functions.errors import FieldError, FinopsError, InvalidInput, Unauthorized, field_errors, http_answer
 from functions.logs import get_logger
 from functions.stages.dbhandler import upload
 from functions.stages.dbhandler.settings import DbHandlerSettings
@@ -172,8 +172,7 @@ def _request(query: Mapping[str, str]) -> upload.UploadRequest:
     try:
         return upload.UploadRequest.model_validate(values)
     except ValidationError as exc:
-        errors = [FieldError(".".join(str(p) for p in e["loc"]) or "query", e["msg"]) for e in exc.errors()]
-        raise InvalidInput("bad upload parameters", errors) from exc
+        raise InvalidInput("bad upload parameters", field_errors(exc, "query")) from exc
 
 
 def _body(content_type: str, body: bytes) -> tuple[pa.Table, list[FieldError], list[int] | None]:

@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from functions.errors import FieldError, InvalidInput
+from functions.errors import FieldError, InvalidInput, field_errors
 
 
 class DbHandlerSettings(BaseModel):
@@ -48,8 +48,7 @@ class DbHandlerSettings(BaseModel):
         try:
             settings = cls.model_validate(values)
         except ValidationError as exc:
-            errors = [FieldError(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
-            raise InvalidInput("bad settings", errors) from exc
+            raise InvalidInput("bad settings", field_errors(exc)) from exc
         if settings.mode == "cratedb" and not settings.db_url:
             raise InvalidInput("bad settings", [FieldError("FINOPS_DB_URL", "required when FINOPS_DB_MODE=cratedb")])
         return settings
