@@ -61,7 +61,7 @@ def _post(broker: Broker, event: events.Event, wait: bool = True) -> httpx.Respo
 def test_knative_triggers_name_existing_services() -> None:
     services = {d["metadata"]["name"] for d in load_manifests(KNATIVE) if d["kind"] == "Service"}
     triggers = load_triggers(KNATIVE)
-    assert {t.name for t in triggers} == {"exporter-ping", "exporter-cr-applied", "scraper-export-completed", "scraper-ping"}
+    assert {"exporter-ping", "exporter-cr-applied", "scraper-export-completed", "scraper-ping"} <= {t.name for t in triggers}
     for t in triggers:
         assert t.service in services
         assert t.delivery.retry == 5 and t.delivery.dead_letter == "deadletter"
