@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from functions.clients.kube import ResourceReader
     from functions.storage.snapshots import SnapshotStore
 
-TARGETS = ("exporter", "scraper", "dbhandler")
+TARGETS = ("exporter", "scraper", "dbhandler", "aicost", "aicost_metrics")
 
 
 @functions_framework.http
@@ -64,6 +64,51 @@ def dbhandler(request: flask.Request) -> flask.Response:
     from functions.stages.dbhandler import service
 
     return service.wsgi_answer(request)
+
+
+@functions_framework.http
+def aicost(request: flask.Request) -> flask.Response:
+    """POST one or a batch of io.finops.aicost.usage CloudEvents: price, store once, evaluate budgets."""
+    from functions.stages import aicost_ingest as stage
+
+    def run() -> flask.Response:
+        if request.method == "GET":
+            return _health("aicost")
+        settings = _aicost_settings()
+        items, batch = stage.decode(dict(request.headers), request.get_data())
+        db = stage.database(settings, _reader(), _AICOST_DBS)
+        out = stage.handle(items, db, _reader(), settings, stage.sink_publisher(settings), batch=batch)
+        return _reply("io.finops.aicost.recorded", "aicost", out.body())
+
+    return _answer(run)
+
+
+_AICOST_DBS: dict[Any, Any] = {}
+
+
+@functions_framework.http
+def aicost_metrics(request: flask.Request) -> flask.Response:
+    """GET /metrics: Prometheus exposition of the durable AI cost totals and budget burn (GET /: probe)."""
+    import flask
+
+    from functions.stages import aicost_ingest, aicost_metrics as stage
+
+    def run() -> flask.Response:
+        if request.path.rstrip("/") in ("", "/healthz"):
+            return _health("aicost_metrics")
+        settings = _aicost_settings()
+        db = aicost_ingest.database(settings, _reader(), _AICOST_DBS)
+        ctype, body = stage.handle(db, _reader(), settings)
+        return flask.Response(body, 200, content_type=ctype)
+
+    return _answer(run)
+
+
+@lru_cache(maxsize=1)
+def _aicost_settings() -> Any:
+    from functions.models.aicost import AICostSettings
+
+    return AICostSettings.from_env()
 
 
 # ---- shared wiring (private) -------------------------------------------------------------------
