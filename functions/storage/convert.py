@@ -71,10 +71,11 @@ def _to_text(value: Any) -> str | None:
 def _convert(
     values: Sequence[Any], typ: pa.DataType, one: Callable[[Any], Any], name: str, type_name: str
 ) -> tuple[pa.Array, Bad]:
-    if typ != _MAP_TYPE:
+    # objects: only dicts (of strings) take the C path; JSON text and non-string values go one by one
+    if typ != _MAP_TYPE or all(v is None or type(v) is dict for v in values):
         try:
             return pa.array(values, type=typ), {}
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
             pass
     out: list[Any] = []
     bad: Bad = {}

@@ -21,6 +21,10 @@ import pyarrow as pa
 from functions.storage import convert
 from functions.storage.dialect import NOOP, Insert, SqlError, parse_insert, quote, statement_kind, translate
 
+MEMORY_LIMIT = "384MB"
+"""DuckDB's buffer pool cap for file databases (its default, 80% of RAM, let a million-row commit
+push the handler past 1 GiB; beyond the cap DuckDB spills to disk)."""
+
 _INFO_VIEWS = """
 CREATE OR REPLACE TEMP VIEW finops_information_schema_tables AS
 SELECT table_catalog, CASE WHEN table_schema = 'main' THEN 'doc' ELSE table_schema END AS table_schema,
@@ -46,10 +50,12 @@ class SqlResult:
 class Engine:
     """A DuckDB database (file or ':memory:') speaking CrateDB semantics; thread-safe."""
 
-    def __init__(self, path: str | os.PathLike[str] = ":memory:") -> None:
+    def __init__(self, path: str | os.PathLike[str] = ":memory:", memory_limit: str = MEMORY_LIMIT) -> None:
         self._lock = threading.RLock()
         self._con = duckdb.connect(str(path))
         self._con.execute("SET TimeZone = 'UTC'")
+        if str(path) != ":memory:":  # a file database spills to <file>.tmp beyond the limit
+            self._con.execute(f"SET memory_limit = '{memory_limit}'")
         for ddl in _INFO_VIEWS.split(";"):
             if ddl.strip():
                 self._con.execute(ddl)
@@ -160,7 +166,7 @@ class Engine:
         if not rows:
             return 0, []
         target = self._ensure_columns(ins.table, ins.columns)
-        cols = list(zip(*rows, strict=True))
+        cols = [list(c) for c in zip(*rows, strict=True)]  # lists: pa.array reads them ~5x faster than tuples
         arrays: list[pa.Array] = []
         errors: dict[int, str] = {}
         for name, index in zip(ins.columns, order, strict=True):
