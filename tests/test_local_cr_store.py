@@ -118,3 +118,10 @@ def test_kinds_resolve_like_kubectl(tmp_path: Path, name: str) -> None:
     store.apply(load_documents(ROOT / "crds" / "examples" / "databaseconfig.yaml"))
     assert [o["metadata"]["name"] for o in store.list(name)] == ["finops-db"]
     assert store.get(name, "finops", "finops-db") is not None
+
+
+def test_unquoted_yaml_timestamps_stay_text(tmp_path: Path) -> None:
+    """kubectl sends timestamps as strings; an unquoted one must not crash the store."""
+    f = tmp_path / "t.yaml"
+    f.write_text("a: 2024-01-01T00:00:00Z\nb: 2024-01-01\n")
+    assert load_documents(f) == [{"a": "2024-01-01T00:00:00Z", "b": "2024-01-01"}]

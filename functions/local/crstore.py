@@ -52,11 +52,21 @@ class Change:
         return f"{self.kind.lower()}/{self.name} ({self.namespace}) {self.action}"
 
 
+class _KubeYamlLoader(yaml.SafeLoader):
+    """YAML as the API server reads it: timestamps stay strings (kubectl sends them as text)."""
+
+
+_KubeYamlLoader.yaml_implicit_resolvers = {
+    key: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 def load_documents(path: Path | str) -> list[dict[str, Any]]:
     """Every non-empty document of a YAML (or JSON) file; InvalidInput when it is not one."""
     try:
         text = sys.stdin.read() if str(path) == "-" else Path(path).read_text(encoding="utf-8")
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        docs = [d for d in yaml.load_all(text, Loader=_KubeYamlLoader) if d is not None]  # noqa: S506 - a SafeLoader
     except OSError as exc:
         raise InvalidInput(f"cannot read {path}: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
