@@ -8,6 +8,7 @@
     finops run KIND/NAME | KIND/NS/NAME       fire the CR's PingSource now, print the delivery chain
     finops sql [--json] "SQL"                 query the embedded database through the crate client
     finops demo [--serve]
+    finops events generate --rate N --duration S [--target URL] [--batch B] [--broker] [--seed K]
 
 Every command takes --state DIR (default ./.state). User errors print one clear message and exit 2.
 """
@@ -287,6 +288,26 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_events_generate(args: argparse.Namespace) -> int:
+    """Simulated AI cost events to --target, else to the running stack's aicost (or its broker with --broker)."""
+    from functions.local import aicost_producer
+
+    target, batch = args.target, args.batch
+    if target is None:
+        stack = _stack(args.state)
+        if args.broker:
+            target, batch = stack["broker"], 1
+        elif "aicost" in stack.get("services", {}):
+            target = stack["services"]["aicost"]["url"]
+        else:
+            raise UserError("the running stack has no aicost service (knative/23-aicost.yaml); give --target URL")
+    if args.rate <= 0 or args.duration <= 0 or batch < 1:
+        raise UserError("--rate and --duration must be > 0 and --batch >= 1")
+    report = aicost_producer.generate(target, args.rate, args.duration, batch=batch, seed=args.seed)
+    print(report.text())
+    return 0 if report.failed_requests == 0 else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from functions.local import demo
 
@@ -337,6 +358,15 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--json", action="store_true", help="print rows as a JSON list of objects")
     sql.add_argument("sql", help="the SQL statement")
     sql.set_defaults(func=cmd_sql)
+    ev = sub.add_parser("events", help="AI cost events").add_subparsers(dest="events_command", required=True, metavar="ACTION")
+    gen = ev.add_parser("generate", parents=[common], help="send simulated GPU-job and LLM-API cost events (bursts included)")
+    gen.add_argument("--rate", type=float, default=100.0, help="events per second (default 100)")
+    gen.add_argument("--duration", type=float, default=10.0, help="seconds to send for (default 10)")
+    gen.add_argument("--target", default=None, help="URL of the aicost function (default: the running stack's)")
+    gen.add_argument("--batch", type=int, default=100, help="events per application/cloudevents-batch+json request")
+    gen.add_argument("--broker", action="store_true", help="one event per request through the stack's broker")
+    gen.add_argument("--seed", type=int, default=None, help="seed: the same seed re-sends the same event ids (default: fresh ids)")
+    gen.set_defaults(func=cmd_events_generate)
     demo = sub.add_parser("demo", parents=[common], help="run the whole pipeline on sample data")
     demo.add_argument("--serve", action="store_true", help="keep the stack running afterwards")
     demo.set_defaults(func=cmd_demo)

@@ -159,6 +159,19 @@ def _gpu(gpu: GpuUsage, table: PriceTable) -> Priced:
                   listed.hourly, "GPU", key)
 
 
+_PRICE_TEXT: dict[int, tuple[object, str]] = {}
+
+
+def _price_text(model_price: object) -> str:
+    """genai-prices' ModelPrice text, cached per price object: rendering it was half the cost per event."""
+    hit = _PRICE_TEXT.get(id(model_price))
+    if hit is not None and hit[0] is model_price:
+        return hit[1]
+    text = str(model_price)
+    _PRICE_TEXT[id(model_price)] = (model_price, text)  # keeps the object alive, so its id stays unique
+    return text
+
+
 def _llm(llm: LlmUsage, when: datetime, table: PriceTable) -> Priced:
     usage = Usage(input_tokens=llm.input_tokens, output_tokens=llm.output_tokens,
                   cache_read_tokens=llm.cache_read_tokens, cache_write_tokens=llm.cache_write_tokens)
@@ -173,6 +186,6 @@ def _llm(llm: LlmUsage, when: datetime, table: PriceTable) -> Priced:
             loc = "data.llm.provider" if str(exc).startswith("Unable to find provider") else "data.llm.model"
             raise PricingError([FieldError(loc, f"{exc} ({GENAI_PRICES}); set a price in an AICostPricing's spec.llm")]) from exc
         total = Decimal(calc.total_price)
-        price_text, source, sku = str(calc.model_price), f"{GENAI_PRICES} {calc.provider.id}/{calc.model.id}", calc.model.id
+        price_text, source, sku = _price_text(calc.model_price), f"{GENAI_PRICES} {calc.provider.id}/{calc.model.id}", calc.model.id
     tokens = Decimal(llm.input_tokens + llm.output_tokens)
     return Priced(total, "USD", total, price_text, source, Decimal(1), tokens, "token", None, llm.provider, sku)

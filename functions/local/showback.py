@@ -46,6 +46,17 @@ class UsageLine:
     points: int
 
 
+@dataclass(frozen=True)
+class AiLine:
+    """AI cost events of one (team, project, source): USD (after FX) and events stored."""
+
+    team: str
+    project: str
+    source: str
+    usd: float
+    events: int
+
+
 @dataclass
 class Showback:
     cost_table: str
@@ -58,6 +69,8 @@ class Showback:
     by_team: list[CostLine] = field(default_factory=list)
     top_resources: list[CostLine] = field(default_factory=list)
     usage: list[UsageLine] = field(default_factory=list)
+    ai_table: str | None = None
+    ai: list[AiLine] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     def untagged(self) -> dict[str, tuple[float, float]]:
@@ -103,11 +116,16 @@ def _text(value: Any) -> str:
 
 
 def summary(db: _Sql, *, cost_table: str = "demo_cost", resource_table: str | None = "demo_usage",
-            top: int = 10) -> Showback:
+            top: int = 10, ai_table: str | None = None) -> Showback:
     """Read the showback from the tables; a missing table or refused query becomes a `problems` line."""
     cost = valid_table_name(cost_table)
     res = valid_table_name(resource_table) if resource_table else None
-    out = Showback(cost, res)
+    out = Showback(cost, res, ai_table=valid_table_name(ai_table) if ai_table else None)
+    if out.ai_table:
+        try:
+            out.ai.extend(_ai_lines(db, out.ai_table))
+        except FinopsError as exc:
+            out.problems.append(f"AI costs: {exc}")
     queries: list[tuple[str, list[CostLine], list[str], int | None]] = [
         ("totals", out.totals, [], None),
         ("billing periods", out.by_period, ["billingperiodstart"], None),
@@ -148,6 +166,36 @@ def _merge_untagged(lines: list[CostLine]) -> list[CostLine]:
             (UNTAGGED,), line.currency, line.billed + (old.billed if old else 0.0),
             line.effective + (old.effective if old else 0.0), line.rows + (old.rows if old else 0))
     return sorted(tagged + list(merged.values()), key=lambda c: -c.billed)
+
+
+def _ai_lines(db: _Sql, table: str) -> list[AiLine]:
+    """AI spend (the aicost function's table: x_cost_usd is USD after FX) per team, project and source."""
+    result = db.execute(
+        f"SELECT x_team, x_project, x_source, SUM(x_cost_usd) AS usd, COUNT(*) AS n FROM {table} "
+        "GROUP BY x_team, x_project, x_source ORDER BY usd DESC")
+    return [AiLine(str(r[0] or ""), str(r[1] or ""), str(r[2] or ""), float(r[3] or 0.0), int(r[4] or 0))
+            for r in result.rows]
+
+
+def _ai_render(show: Showback) -> list[str]:
+    """AI spend beside cloud spend: an overview line per kind, then team/project/source in USD."""
+    out = ["Cloud and AI spend", "-" * 18, f"  {'Kind':<34}{'Cur':<4}{'Billed':>16}{'Rows':>9}"]
+    out += [f"  {'cloud (' + show.cost_table + ')':<34}{t.currency:<4}{_money(t.billed):>16}{t.rows:>9,}" for t in show.totals]
+    out.append(f"  {'AI/ML events (' + str(show.ai_table) + ')':<34}{'USD':<4}"
+               f"{_money(sum(a.usd for a in show.ai)):>16}{sum(a.events for a in show.ai):>9,}")
+    out.append("")
+    for title, key in (("team", lambda a: (a.team,)), ("team/project/source", lambda a: (a.team, a.project, a.source))):
+        groups: dict[tuple[str, ...], tuple[float, int]] = {}
+        for a in show.ai:
+            usd, n = groups.get(key(a), (0.0, 0))
+            groups[key(a)] = (usd + a.usd, n + a.events)
+        head = f"AI spend by {title} (USD)"
+        out += [head, "-" * len(head), f"  {title.title():<52}{'USD':>16}{'Events':>9}"]
+        out += [f"  {_short('/'.join(k), 52):<52}{_money(v[0]):>16}{v[1]:>9,}"
+                for k, v in sorted(groups.items(), key=lambda kv: -kv[1][0])]
+        out += ["  (no rows)"] if not groups else []
+        out.append("")
+    return out
 
 
 def _usage_lines(db: _Sql, table: str) -> list[UsageLine]:
@@ -207,6 +255,8 @@ def render(show: Showback) -> str:
                 f"{u.average:>12,.2f}{u.maximum:>12,.2f}{u.points:>8,}" for u in show.usage]
         out += ["  (no rows)"] if not show.usage else []
         out.append("")
+    if show.ai_table:
+        out += _ai_render(show)
     if show.problems:
         out += ["Problems", "-" * 8] + [f"  {p}" for p in show.problems] + [""]
     return "\n".join(out)
