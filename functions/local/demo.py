@@ -9,8 +9,13 @@ Steps (each prints one progress line on stderr; the first that fails names itsel
 3. the local stack (broker + one process per function, `functions.local.supervisor.Stack`);
 4. one cycle per ExporterScraperConfig and ScraperConfig with `finops run` semantics: the CR's
    PingSource tick goes through the broker synchronously (the whole delivery chain), no schedules;
-5. the showback report on stdout (`functions.local.showback`), then everything stops; `--serve`
+5. 3,000 seeded AI cost events (functions.local.aicost_producer: GPU jobs, LLM calls, bursts) sent
+   batched to the stack's aicost function; one scrape of aicost-metrics must sum to the database;
+6. the showback report on stdout (`functions.local.showback`, AI spend by team/project/source beside
+   cloud spend), then everything stops; `--serve`
    keeps it all running (scheduler included) until Ctrl-C.
+7. the cost-breakdown sample notebook (crds/examples/notebook-cost-breakdown.yaml) stored and run
+   through the handler's /compute, its per-currency totals checked against the showback, its table printed.
 
 The functions' JSON logs go to <state>/logs/demo.log so the terminal shows only the demo's lines.
 """
@@ -27,12 +32,14 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
 from functions.errors import FinopsError
 
 DEMO_NAMESPACE = "finops"
+AI_EVENTS = 3000
 DEFAULT_STATE = Path(".state")
 _HERE = Path(__file__).resolve().parent.parent
 
@@ -164,10 +171,15 @@ class _Demo:
         configs = [d for d in docs if d.get("kind") in ("ExporterScraperConfig", "ScraperConfig")]
         for doc in configs:
             self._cycle(stack, doc)
+        ai_table = self._ai_events(info)
         db = self._database(info)
         cost_table, usage_table = _tables(docs)
-        self.progress(f"showback from {cost_table}" + (f" and {usage_table}" if usage_table else ""))
-        report = showback.summary(db, cost_table=cost_table, resource_table=usage_table)
+        self.progress(f"showback from {cost_table}" + (f" and {usage_table}" if usage_table else "")
+                      + (f" and {ai_table}" if ai_table else ""))
+        report = showback.summary(db, cost_table=cost_table, resource_table=usage_table, ai_table=ai_table)
+        if ai_table and sum(a.events for a in report.ai) != AI_EVENTS:
+            raise DemoFailed("AI cost events", f"{sum(a.events for a in report.ai)} stored, {AI_EVENTS} sent")
+        self._ai_metrics(info, report)
         if not report.totals:
             raise DemoFailed("showback", "; ".join(report.problems) or f"table {cost_table} holds no cost rows")
         mismatch = reconcile(apis["cost"].csv_path, report)
@@ -176,6 +188,7 @@ class _Demo:
         self.progress("reconciled: rows and BilledCost per currency match the cost API's export to the cent")
         sys.stdout.write(showback.render(report) + "\n")
         sys.stdout.flush()
+        self._notebook(info, cost_table, report)
         if self.opts.serve:
             self._serve(stack, info, apis)
         self.progress("done; stopping the stack")
@@ -239,6 +252,58 @@ class _Demo:
             if problem:
                 raise DemoFailed(f"finops run {ref}", problem)
         self.progress(f"finops run {ref}: ok in {time.monotonic() - started:.1f}s")
+
+    def _ai_events(self, info: dict[str, Any]) -> str | None:
+        """Send the seeded AI cost stream (GPU jobs, LLM calls, bursts) to the stack's aicost function, batched."""
+        from functions.local.aicost_producer import Generator, Sender, SendReport
+
+        service = info.get("services", {}).get("aicost")
+        if service is None:
+            return None
+        start = datetime.now(UTC) - timedelta(hours=1)
+        items = Generator(seed=self.opts.seed, burst_chance=0.01).batch(AI_EVENTS, start, timedelta(hours=1) / AI_EVENTS)
+        report, sender = SendReport(), Sender(service["url"], batch=500)
+        try:
+            sender.send(items, report)
+        finally:
+            sender.close()
+        if report.accepted != AI_EVENTS:
+            raise DemoFailed("AI cost events", report.text())
+        self.progress(f"AI cost events: {report.text()}")
+        return "ai_costs"
+
+    def _ai_metrics(self, info: dict[str, Any], report: Any) -> None:
+        """Scrape aicost-metrics once: its counter sums to the database's AI total."""
+        import httpx
+        from prometheus_client.parser import text_string_to_metric_families
+
+        service = info.get("services", {}).get("aicost-metrics")
+        if service is None or not report.ai:
+            return
+        try:
+            text = httpx.get(service["url"] + "/metrics", timeout=30).raise_for_status().text
+        except httpx.HTTPError as exc:
+            raise DemoFailed("AI cost metrics", str(exc)) from exc
+        scraped = sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                      if s.name == "ai_finops_cost_dollars_total")
+        stored = sum(a.usd for a in report.ai)
+        if abs(scraped - stored) > 0.005:
+            raise DemoFailed("AI cost metrics", f"ai_finops_cost_dollars_total sums to {scraped}, the database to {stored}")
+        self.progress(f"metrics {service['url']}/metrics: ai_finops_cost_dollars_total sums to ${scraped:,.2f} "
+                      "(= the database)")
+
+    def _notebook(self, info: dict[str, Any], cost_table: str, report: Any) -> None:
+        """The cost-breakdown sample notebook stored and run through the handler's /compute; its table on stdout."""
+        from functions.local.demo_notebooks import run_cost_breakdown
+
+        billed = {t.currency: t.billed for t in report.totals}
+        try:
+            text = run_cost_breakdown(self.opts.examples, info.get("db", {}), cost_table, billed, self.progress)
+        except FinopsError as exc:
+            raise DemoFailed("notebook", exc.message) from exc
+        if text:
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
 
     def _database(self, info: dict[str, Any]) -> Any:
         from functions.clients.db import connect

@@ -1,0 +1,235 @@
+"""`/compute`: Krateo's notebook store and execution (spec §9.2, §9.5; checklist 38-42), made safe.
+
+| request | answer |
+|---|---|
+| GET `/compute/list` | 200 `[["name"], ...]`, `[]` without a notebook table |
+| GET `/compute/<n>/info` | 200 `{"notebook", "code"}`; 404 `{"notebook", "code": "", "error"}` |
+| GET anything else under `/compute` | 400 `{"error": "URL composition incorrect"}` |
+| POST `/compute/<n>/upload[?overwrite=true]` | 200 `{"result": true}` (insert if absent; exactly `overwrite=true` upserts); `{"result": false}` for an empty body; 400 for code that is not valid Python or UTF-8 |
+| DELETE `/compute/<n>` | 200 `{"result": "deleted"}`, also for unknown names and without a table; 500 `{"result": "error"}` on a SQL error |
+| POST `/compute/<n>` | JSON object of string parameters -> 200 stdout (newlines stripped at both ends; JSON content type when Accept includes application/json, else text/plain); 404 unknown notebook; 422 notebook failed (stderr in the body); 504 timed out; 503 database unreachable or too many runs |
+| other methods/shapes | 405 `{"error": "URL composition or methods are incorrect"}` |
+| no/wrong Basic auth | 401, checked on every call with that call's credentials |
+
+Differences from Krateo (each a fix, listed in the README): failed notebooks are not 200; names and
+SQL are parameters, never interpolated; `\\"` in stored code is not rewritten; the run uses the
+CALLER's credentials, not a cached first connection's; timeouts, limits and clean-up (stages/dbhandler/sandbox.py).
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import orjson
+
+from functions.clients.db import Database, DatabaseError
+from functions.errors import FieldError, InvalidInput, NotFound
+from functions.logs import get_logger
+from functions.stages.dbhandler import sandbox
+from functions.stages.dbhandler.settings import DbHandlerSettings
+
+log = get_logger("dbhandler.compute")
+
+TABLE = "notebook_table"
+DDL = f"CREATE TABLE IF NOT EXISTS {TABLE} (notebook_name STRING PRIMARY KEY, data TEXT)"
+URL_INCORRECT = "URL composition incorrect"
+URL_METHOD_INCORRECT = "URL composition or methods are incorrect"
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$")
+JSON = "application/json"
+TEXT = "text/plain; charset=utf-8"
+_MEMORY_SIGNALS = {-signal.SIGKILL, -signal.SIGSEGV, -signal.SIGABRT, -signal.SIGBUS}
+
+Opener = Callable[[str | None], tuple[Database, str, str]]
+"""Verifies a request's Authorization header: (connection, user, password) of THIS caller, or raises Unauthorized."""
+
+
+@dataclass
+class Answer:
+    status: int
+    body: Any
+    content_type: str = JSON
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@lru_cache(maxsize=1)
+def notebook_settings() -> sandbox.NotebookSettings:
+    """Read once per process (FINOPS_NOTEBOOK_*)."""
+    return sandbox.NotebookSettings.from_env()
+
+
+def handle(method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes,
+           settings: DbHandlerSettings, open_db: Opener) -> Answer:
+    """One `/compute...` request: authenticate first (like Krateo), then route by method and shape."""
+    db, user, password = open_db(_header(headers, "Authorization"))
+    try:
+        parts = path.strip("/").split("/")[1:]
+        method = "GET" if method == "HEAD" else method
+        if method == "GET":
+            if parts == ["list"]:
+                return Answer(200, list_notebooks(db))
+            if len(parts) == 2 and parts[1] == "info":
+                return info(db, _name(parts[0]))
+            return Answer(400, {"error": URL_INCORRECT})
+        if method == "POST" and len(parts) == 2 and parts[1] == "upload":
+            return upload(db, _name(parts[0]), body, query.get("overwrite") == "true")
+        if method == "POST" and len(parts) == 1 and parts[0]:
+            params = _params(body)
+            code = load(db, _name(parts[0]))
+            db.close()  # not held during the run
+            creds = sandbox.DbCredentials(settings.sql_url(), user, password)
+            return run(parts[0], code, creds, params, _header(headers, "Accept") or "", notebook_settings())
+        if method == "DELETE" and len(parts) == 1 and parts[0]:
+            return delete(db, _name(parts[0]))
+        return Answer(405, {"error": URL_METHOD_INCORRECT})
+    finally:
+        db.close()
+
+
+# ---------------------------------------------------------------------------------- the store
+
+
+def list_notebooks(db: Database) -> list[list[str]]:
+    if not db.table_exists(TABLE):
+        return []
+    return [[str(r[0])] for r in db.execute(f"SELECT notebook_name FROM {TABLE} ORDER BY notebook_name").rows]
+
+
+def load(db: Database, name: str) -> str:
+    """The stored code; NotFound (404) when there is no such notebook."""
+    code = _code(db, name)
+    if code is None:
+        raise NotFound(f"no notebook named {name!r} (upload it with POST /compute/{name}/upload)")
+    return code
+
+
+def _code(db: Database, name: str) -> str | None:
+    if not db.table_exists(TABLE):
+        return None
+    rows = db.execute(f"SELECT data FROM {TABLE} WHERE notebook_name = ?", [name]).rows
+    return str(rows[0][0]) if rows else None
+
+
+def info(db: Database, name: str) -> Answer:
+    code = _code(db, name)
+    if code is None:
+        return Answer(404, {"notebook": name, "code": "", "error": f"no notebook named {name!r}"})
+    return Answer(200, {"notebook": name, "code": code})
+
+
+def upload(db: Database, name: str, body: bytes, overwrite: bool) -> Answer:
+    """Insert if absent, or upsert with overwrite; `{"result": false}` for an empty body (Krateo)."""
+    if not body:
+        return Answer(200, {"result": False, "error": "empty notebook code: nothing stored"})
+    code = _source(body, name)
+    db.execute(DDL)
+    conflict = "DO UPDATE SET data = excluded.data" if overwrite else "DO NOTHING"
+    db.execute(f"INSERT INTO {TABLE} (notebook_name, data) VALUES (?, ?) ON CONFLICT (notebook_name) {conflict}", [name, code])
+    db.execute(f"REFRESH TABLE {TABLE}")  # CrateDB: visible to the next list at once
+    log.info("notebook stored", extra={"notebook": name, "overwrite": overwrite, "bytes": len(body)})
+    return Answer(200, {"result": True})
+
+
+def _source(body: bytes, name: str) -> str:
+    """UTF-8 Python source that compiles (a syntax error is reported now, not at the first run)."""
+    try:
+        code = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput("notebook code must be UTF-8", [FieldError("body", str(exc))]) from exc
+    try:
+        compile(code, f"{name}.py", "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as exc:
+        where = f"line {exc.lineno}" if isinstance(exc, SyntaxError) and exc.lineno else "body"
+        msg = exc.msg if isinstance(exc, SyntaxError) else str(exc)
+        raise InvalidInput("notebook code is not valid Python", [FieldError(where, msg)]) from exc
+    return code
+
+
+def delete(db: Database, name: str) -> Answer:
+    """Idempotent: unknown names and a missing table are 'deleted' too; a SQL failure is 500."""
+    try:
+        if db.table_exists(TABLE):
+            db.execute(f"DELETE FROM {TABLE} WHERE notebook_name = ?", [name])
+            db.execute(f"REFRESH TABLE {TABLE}")
+    except DatabaseError as exc:
+        log.error("notebook delete failed", extra={"notebook": name, "error": exc.message})
+        return Answer(500, {"result": "error", "error": exc.message})
+    log.info("notebook deleted", extra={"notebook": name})
+    return Answer(200, {"result": "deleted"})
+
+
+# --------------------------------------------------------------------------------------- runs
+
+
+def run(name: str, code: str, creds: sandbox.DbCredentials, params: dict[str, str], accept: str,
+        limits: sandbox.NotebookSettings) -> Answer:
+    result = sandbox.run(name, code, creds, params, limits)
+    answer = outcome(name, result, accept, limits)
+    log.info("notebook run", extra={"notebook": name, "user": creds.username, "params": sorted(params),
+                                    "exit_code": result.exit_code, "timed_out": result.timed_out,
+                                    "seconds": round(result.seconds, 3), "status": answer.status})
+    return answer
+
+
+def outcome(name: str, result: sandbox.RunResult, accept: str, limits: sandbox.NotebookSettings) -> Answer:
+    """The HTTP answer for a finished run (pure)."""
+    stderr = result.stderr.strip("\n")
+    if result.timed_out:
+        return _failed(504, f"notebook {name!r} timed out after {limits.timeout_s:g} s and was killed", result, stderr)
+    code = result.exit_code
+    if code == 0:
+        return Answer(200, result.stdout.strip("\n").encode("utf-8"), JSON if wants_json(accept) else TEXT)
+    if code == sandbox.EXIT_DB_UNAVAILABLE:
+        answer = _failed(503, f"notebook {name!r} could not reach the database", result, stderr)
+        answer.headers["Retry-After"] = "5"
+        return answer
+    if code == sandbox.EXIT_MEMORY or code in _MEMORY_SIGNALS or "MemoryError" in stderr[-2000:]:
+        return _failed(422, f"notebook {name!r} ran out of memory (limit {limits.memory_mb} MiB) or crashed", result, stderr)
+    if "[Errno 27]" in stderr or code == -signal.SIGXFSZ:
+        return _failed(422, f"notebook {name!r} wrote more than {limits.max_file_mb} MiB to a file or its output", result, stderr)
+    return _failed(422, f"notebook {name!r} failed with exit code {code}", result, stderr)
+
+
+def _failed(status: int, message: str, result: sandbox.RunResult, stderr: str) -> Answer:
+    return Answer(status, {"error": message, "exit_code": result.exit_code, "stderr": stderr})
+
+
+def wants_json(accept: str) -> bool:
+    """Whether any media range of Accept is application/json (Krateo: only the exact header value)."""
+    return any(part.split(";")[0].strip().lower() == JSON for part in accept.split(","))
+
+
+def _params(body: bytes) -> dict[str, str]:
+    """The run's parameters: a JSON object of strings (empty body = none); every bad entry listed."""
+    if not body.strip():
+        return {}
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput("parameters must be a JSON object of strings", [FieldError("body", str(exc))]) from exc
+    if not isinstance(obj, dict):
+        raise InvalidInput("parameters must be a JSON object of strings", [FieldError("body", f"got {type(obj).__name__}")])
+    errors = [FieldError(str(k), f"value must be a string, got {type(v).__name__}") for k, v in obj.items() if not isinstance(v, str)]
+    errors += [FieldError(str(k), "name must be non-empty and contain no '='") for k in obj if not k or "=" in k]
+    errors += [FieldError(str(k), "NUL characters cannot be passed as arguments")
+               for k, v in obj.items() if "\0" in k or (isinstance(v, str) and "\0" in v)]
+    if errors:
+        raise InvalidInput("parameters must be a JSON object of strings", errors)
+    return obj
+
+
+def _name(name: str) -> str:
+    if not NAME.fullmatch(name):
+        raise InvalidInput("bad notebook name", [FieldError("name", f"{name!r}: 1-253 letters, digits, '_', '.', '-', starting with a letter or digit")])
+    return name
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is None:
+        value = next((v for k, v in headers.items() if k.lower() == name.lower()), None)
+    return value
