@@ -300,7 +300,7 @@ def cmd_events_generate(args: argparse.Namespace) -> int:
         elif "aicost" in stack.get("services", {}):
             target = stack["services"]["aicost"]["url"]
         else:
-            raise UserError("the running stack has no aicost service (knative/23-aicost.yaml); give --target URL")
+            raise UserError("the running stack has no aicost service (knative/base/23-aicost.yaml); give --target URL")
     if args.rate <= 0 or args.duration <= 0 or batch < 1:
         raise UserError("--rate and --duration must be > 0 and --batch >= 1")
     report = aicost_producer.generate(target, args.rate, args.duration, batch=batch, seed=args.seed)
@@ -333,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", parents=[common], help="start the local stack")
     up.add_argument("--detach", "-d", action="store_true", help="run in the background (logs in <state>/logs)")
-    up.add_argument("--knative", type=Path, default=_default_dir("knative"), help="Knative manifests (Services, Triggers)")
+    up.add_argument("--knative", type=Path, default=_default_dir("knative/base"), help="Knative manifests (Services, Triggers)")
     up.add_argument("--eventsources", type=Path, default=_default_dir("eventsources"), help="static PingSources")
     up.set_defaults(func=cmd_up)
     sub.add_parser("down", parents=[common], help="stop the local stack").set_defaults(func=cmd_down)

@@ -33,7 +33,7 @@ CATALOGUE: dict[str, str] = {
     UPLOAD_COMPLETED: "A scrape committed its rows to the database; data {config, table, rows}. Terminal.",
     AICOST_USAGE: "An AI/ML cost (GPU time, LLM tokens or a known cost); data = functions.models.aicost.AICostUsage (schemas/aicost-event.json). Single or batched; routed to aicost.",
     AICOST_RECORDED: "Reply of aicost when no budget fired: data {accepted, stored, duplicates, rejected}. Terminal.",
-    BUDGET_EXCEEDED: "An AICostBudget crossed a threshold; data {budget, threshold, spend, amount, period, periodStart, periodEnd, scope}. Once per (budget, threshold, period).",
+    BUDGET_EXCEEDED: "An AICostBudget crossed a threshold; data {budget, threshold, spend, amount, period, periodStart, periodEnd, scope}. Once per (budget, threshold, period). Terminal here: subscribe your alerting (a Trigger on this type) to it.",
 }
 
 

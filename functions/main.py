@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from functions.clients.kube import ResourceReader
     from functions.storage.snapshots import SnapshotStore
 
-TARGETS = ("exporter", "scraper", "dbhandler", "aicost", "aicost_metrics")
+TARGETS = ("exporter", "scraper", "dbhandler", "aicost", "aicost_metrics", "focus_ingest", "notebooks")
 
 
 @functions_framework.http
@@ -91,7 +91,8 @@ def aicost_metrics(request: flask.Request) -> flask.Response:
     """GET /metrics: Prometheus exposition of the durable AI cost totals and budget burn (GET /: probe)."""
     import flask
 
-    from functions.stages import aicost_ingest, aicost_metrics as stage
+    from functions.stages import aicost_ingest
+    from functions.stages import aicost_metrics as stage
 
     def run() -> flask.Response:
         if request.path.rstrip("/") in ("", "/healthz"):
@@ -109,6 +110,48 @@ def _aicost_settings() -> Any:
     from functions.models.aicost import AICostSettings
 
     return AICostSettings.from_env()
+
+
+@functions_framework.http
+def focus_ingest(request: flask.Request) -> flask.Response:
+    """POST CloudEvent io.finops.cr.applied/deleted for a FocusConfig: write or remove its FOCUS row."""
+    from functions.models.focus import FocusSettings
+    from functions.stages import focus_ingest as stage
+
+    def run() -> flask.Response:
+        if request.method == "GET":
+            return _health("focus_ingest")
+        event = _event(request)
+        out = stage.handle(event.type, event.subject, event.data, _reader(), FocusSettings.from_env(), _FOCUS_DBS)
+        return _json(out.body())
+
+    return _answer(run)
+
+
+_FOCUS_DBS: dict[Any, Any] = {}
+
+
+@functions_framework.http
+def notebooks(request: flask.Request) -> flask.Response:
+    """POST CloudEvent io.finops.cr.applied/deleted for a Notebook: upload, overwrite or delete it in the handler."""
+    from functions.models.notebooks import NotebookSettings
+    from functions.stages import notebooks as stage
+
+    def run() -> flask.Response:
+        if request.method == "GET":
+            return _health("notebooks")
+        event = _event(request)
+        out = stage.handle(event.type, event.subject, event.data, _reader(), NotebookSettings.from_env())
+        return _json(out.body())
+
+    return _answer(run)
+
+
+def _json(body: dict[str, Any]) -> flask.Response:
+    import flask
+    import orjson
+
+    return flask.Response(orjson.dumps(body), 200, content_type="application/json")
 
 
 # ---- shared wiring (private) -------------------------------------------------------------------

@@ -26,7 +26,7 @@ from loopback_http import Reply, Seen, Server, serve
 from functions import events
 from functions.local.broker import Broker, load_manifests, load_triggers, parse_iso_duration
 
-KNATIVE = Path(__file__).resolve().parent.parent / "knative"
+KNATIVE = Path(__file__).resolve().parent.parent / "knative" / "base"
 
 
 @pytest.fixture

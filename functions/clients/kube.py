@@ -144,3 +144,33 @@ def reader_from_env(environ: Mapping[str, str] | None = None) -> ResourceReader:
     if env.get("FINOPS_KUBE", "local") == "cluster":
         return KubeApiReader(env.get("FINOPS_KUBE_HOST") or None)
     return LocalReader(env.get("FINOPS_STATE_DIR") or ".state")
+
+
+def database_credentials(reader: ResourceReader, namespace: str, name: str, loc: str) -> tuple[str, str]:
+    """(user, password) from a DatabaseConfig and its password Secret, re-read on every call (as Krateo).
+
+    InvalidInput names `loc` (where the reference came from) and what is missing.
+    """
+    from pydantic import ValidationError
+
+    from functions.errors import field_errors
+    from functions.models.crs import DatabaseConfig
+    from functions.models.k8s import secret_data
+
+    body = reader.get(DatabaseConfig.KIND, namespace, name)
+    if body is None:
+        raise InvalidInput(f"DatabaseConfig {namespace}/{name} not found", [FieldError(loc, "not found")])
+    try:
+        dbc = DatabaseConfig.model_validate(body)
+    except ValidationError as exc:
+        raise InvalidInput(f"DatabaseConfig {namespace}/{name} is invalid", field_errors(exc)) from exc
+    sel = dbc.spec.password_secret_ref
+    secret = reader.get_secret(sel.namespace, sel.name)
+    try:
+        data = secret_data(secret) if secret is not None else {}
+    except ValueError as exc:
+        raise InvalidInput(str(exc), [FieldError(f"{loc}.passwordSecretRef", str(exc))]) from exc
+    if sel.key not in data:
+        raise InvalidInput(f"password Secret {sel.namespace}/{sel.name} key {sel.key!r} not found",
+                           [FieldError(f"{loc}.passwordSecretRef", "not found")])
+    return dbc.spec.username, data[sel.key]

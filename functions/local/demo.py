@@ -59,7 +59,7 @@ class Options:
     rows: int = 2000
     seed: int = 0
     examples: Path = field(default_factory=lambda: _default_dir("crds") / "examples")
-    knative: Path = field(default_factory=lambda: _default_dir("knative"))
+    knative: Path = field(default_factory=lambda: _default_dir("knative/base"))
     eventsources: Path = field(default_factory=lambda: _default_dir("eventsources"))
     verbose: bool = False
 
@@ -346,7 +346,7 @@ def demo_secrets(apis: dict[str, Any]) -> list[dict[str, Any]]:
 def cycle_problem(kind: str, results: list[Any]) -> str:
     """Why a synchronous cycle failed ('' when it worked): a failed delivery, or a chain that stopped early."""
     if not results:
-        return "no Trigger matched the tick (is knative/30-triggers.yaml complete?)"
+        return "no Trigger matched the tick (is knative/base/30-triggers.yaml complete?)"
     failed = [r for r in results if not r.ok]
     if failed:
         r = failed[0]

@@ -306,13 +306,6 @@ AICOST_KINDS: dict[str, type[_Resource]] = {m.KIND: m for m in (AICostBudget, AI
 
 
 def render_event_schema() -> str:
-    """schemas/aicost-event.json's text (`python -m functions.models.aicost schemas` writes it)."""
+    """schemas/aicost-event.json's text (written by `task crds` with the CRDs)."""
     return json.dumps(event_schema(), indent=2, ensure_ascii=False) + "\n"
 
-
-if __name__ == "__main__":
-    import sys
-
-    target = Path(sys.argv[1] if len(sys.argv) > 1 else "schemas") / "aicost-event.json"
-    target.write_text(render_event_schema(), encoding="utf-8")
-    print(f"wrote {target}")

@@ -153,6 +153,9 @@ def render(crds_dir: Path, schemas_dir: Path) -> dict[Path, str]:
         out[crds_dir / f"{info.group}_{info.plural}.yaml"] = HEADER + body
         schema = info.model.model_json_schema(by_alias=True)
         out[schemas_dir / f"{info.kind}.json"] = json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+    from functions.models.aicost import render_event_schema  # event payloads published beside the CRs
+
+    out[schemas_dir / "aicost-event.json"] = render_event_schema()
     return out
 
 

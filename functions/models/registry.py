@@ -13,7 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-MODEL_REGISTRIES: tuple[str, ...] = ("functions.models.crs:COLLECTION_KINDS", "functions.models.aicost:AICOST_KINDS",)
+MODEL_REGISTRIES: tuple[str, ...] = ("functions.models.crs:COLLECTION_KINDS", "functions.models.aicost:AICOST_KINDS",
+                                   "functions.models.focus:FOCUS_KINDS", "functions.models.notebooks:NOTEBOOK_KINDS",)
 
 _SHORT_NAMES: dict[str, tuple[str, ...]] = {"DatabaseConfig": ("dbconf",)}
 """Krateo's short names (spec §2.4); a model may also declare a SHORT_NAMES ClassVar."""

@@ -31,14 +31,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from functions import events
+from functions.clients import kube
 from functions.clients.db import Database
 from functions.clients.kube import ResourceReader
 from functions.codecs import ai_pricing
 from functions.errors import FieldError, InvalidInput, Unavailable, field_errors
 from functions.logs import get_logger
 from functions.models.aicost import SERVICE_CATEGORY, AICostBudget, AICostEvent, AICostPricing, AICostSettings
-from functions.models.crs import DatabaseConfig
-from functions.models.k8s import secret_data
 from functions.storage import aicost_store
 
 log = get_logger("aicost")
@@ -274,16 +273,11 @@ def _iso(t: datetime) -> str:
 def database(settings: AICostSettings, reader: ResourceReader, cache: dict[tuple[str, str, str], Database]) -> Database:
     """The database client, credentials from the DatabaseConfig (re-read per request, as the scraper does)."""
     namespace, _, name = settings.database_config.partition("/")
-    body = reader.get(DatabaseConfig.KIND, namespace, name)
-    if body is None:
-        raise Unavailable(f"DatabaseConfig {settings.database_config} not found (FINOPS_AICOST_DATABASE_CONFIG)")
-    dbc = DatabaseConfig.model_validate(body)
-    sel = dbc.spec.password_secret_ref
-    secret = reader.get_secret(sel.namespace, sel.name)
-    values = secret_data(secret) if secret is not None else {}
-    if sel.key not in values:
-        raise Unavailable(f"Secret {sel.namespace}/{sel.name} key {sel.key!r} not found (database password)")
-    key = (settings.sql_url(), dbc.spec.username, values[sel.key])
+    try:  # a deployment setting, not the event's fault: retried (503) rather than dropped
+        user, password = kube.database_credentials(reader, namespace, name, "FINOPS_AICOST_DATABASE_CONFIG")
+    except InvalidInput as exc:
+        raise Unavailable(f"{exc} (FINOPS_AICOST_DATABASE_CONFIG)") from exc
+    key = (settings.sql_url(), user, password)
     if key not in cache:
         cache[key] = Database(*key)
     return cache[key]

@@ -27,15 +27,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from functions.clients import kube
 from functions.clients.db import Database, connect
 from functions.clients.kube import ResourceReader
 from functions.codecs import focusconfig_json
 from functions.errors import FieldError, FinopsError, InvalidInput, Unauthorized, field_errors
 from functions.events import CR_APPLIED, CR_DELETED
 from functions.logs import get_logger
-from functions.models.crs import DatabaseConfig, ScraperConfigSpec
+from functions.models.crs import ScraperConfigSpec
 from functions.models.focus import FocusConfig, FocusSettings
-from functions.models.k8s import ObjectRef, secret_data
+from functions.models.k8s import ObjectRef
 from functions.models.notebooks import ReconcileFailed, conditions
 from functions.models.refs import ConfigRef
 from functions.storage import tables
@@ -205,18 +206,4 @@ def _database(reader: ResourceReader, ref: ObjectRef, settings: FocusSettings, d
 
 def database_credentials(reader: ResourceReader, ref: ObjectRef) -> tuple[str, str]:
     """(user, password) of a DatabaseConfig and its password Secret; InvalidInput naming what is missing."""
-    loc = "spec.scraperConfig.scraperDatabaseConfigRef"
-    body = reader.get(DatabaseConfig.KIND, ref.namespace, ref.name)
-    if body is None:
-        raise InvalidInput(f"DatabaseConfig {ref.namespace}/{ref.name} not found", [FieldError(loc, "not found")])
-    try:
-        dbc = DatabaseConfig.model_validate(body)
-    except ValidationError as exc:
-        raise InvalidInput(f"DatabaseConfig {ref.namespace}/{ref.name} is invalid", field_errors(exc)) from exc
-    sel = dbc.spec.password_secret_ref
-    secret = reader.get_secret(sel.namespace, sel.name)
-    data = secret_data(secret) if secret is not None else {}
-    if sel.key not in data:
-        raise InvalidInput(f"password Secret {sel.namespace}/{sel.name} key {sel.key!r} not found",
-                           [FieldError(f"{loc}.passwordSecretRef", "not found")])
-    return dbc.spec.username, data[sel.key]
+    return kube.database_credentials(reader, ref.namespace, ref.name, "spec.scraperConfig.scraperDatabaseConfigRef")

@@ -24,11 +24,11 @@ import orjson
 from pydantic import ValidationError
 
 from functions.clients import endpoint as endpoint_client
+from functions.clients import kube
 from functions.clients.kube import ResourceReader
 from functions.errors import FieldError, FinopsError, InvalidInput, Unavailable, field_errors
 from functions.events import CR_APPLIED, CR_DELETED
 from functions.logs import get_logger
-from functions.models.crs import DatabaseConfig
 from functions.models.k8s import secret_data
 from functions.models.notebooks import Notebook, NotebookSettings, ReconcileFailed, conditions
 from functions.models.refs import ConfigRef
@@ -162,18 +162,8 @@ class Handler:
     @classmethod
     def from_settings(cls, reader: ResourceReader, settings: NotebookSettings) -> Handler:
         namespace, _, name = settings.database_config.partition("/")
-        loc = "FINOPS_NOTEBOOKS_DATABASE_CONFIG"
-        body = reader.get(DatabaseConfig.KIND, namespace, name)
-        if body is None:
-            raise InvalidInput(f"DatabaseConfig {settings.database_config} not found", [FieldError(loc, "not found")])
-        dbc = DatabaseConfig.model_validate(body)
-        sel = dbc.spec.password_secret_ref
-        secret = reader.get_secret(sel.namespace, sel.name)
-        data = secret_data(secret) if secret is not None else {}
-        if sel.key not in data:
-            raise InvalidInput(f"password Secret {sel.namespace}/{sel.name} key {sel.key!r} not found",
-                               [FieldError(f"{loc}.passwordSecretRef", "not found")])
-        ep = endpoint_client.Endpoint(server_url=settings.dbhandler_url, username=dbc.spec.username, password=data[sel.key])
+        user, password = kube.database_credentials(reader, namespace, name, "FINOPS_NOTEBOOKS_DATABASE_CONFIG")
+        ep = endpoint_client.Endpoint(server_url=settings.dbhandler_url, username=user, password=password)
         return cls(settings.dbhandler_url.rstrip("/"), ep, settings.database_config)
 
     def names(self) -> set[str]:

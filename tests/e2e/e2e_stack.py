@@ -31,7 +31,7 @@ from functions.local.crstore import CrStore, load_documents
 from functions.local.supervisor import Stack, read_stack
 
 REPO = Path(__file__).resolve().parents[2]
-KNATIVE = REPO / "knative"
+KNATIVE = REPO / "knative" / "base"
 EVENTSOURCES = REPO / "eventsources"
 EXAMPLES = REPO / "crds" / "examples"
 NAMESPACE = "finops"
