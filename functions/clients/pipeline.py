@@ -68,8 +68,12 @@ def upload_part(
     retries: int = 5,
     base_delay: float = 0.5,
     timeout: float = 600.0,
+    client: httpx.Client | None = None,
 ) -> dict[str, Any]:
-    """POST one part to /upload; retried until accepted or out of retries (then Unavailable)."""
+    """POST one part to /upload; retried until accepted or out of retries (then Unavailable).
+
+    `client`: one kept-alive client for every part of a run (no new connection per part).
+    """
     url = target.url.rstrip("/") + "/upload"
     headers = {"Content-Type": content_type, "Authorization": target.auth_header()}
     last = ""
@@ -79,7 +83,8 @@ def upload_part(
             log.warning("upload part retry", extra={"attempt": attempt, "delay": round(delay, 2), "reason": last, **params})
             time.sleep(delay)
         try:
-            resp = httpx.post(url, params=dict(params), content=body, headers=headers, timeout=timeout)
+            post = client.post if client is not None else httpx.post
+            resp = post(url, params=dict(params), content=body, headers=headers, timeout=timeout)
         except httpx.HTTPError as exc:
             last = f"{type(exc).__name__}: {exc}"
             continue

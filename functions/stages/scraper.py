@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+import httpx
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import ValidationError
@@ -169,19 +170,24 @@ def _upload(plan: ScrapePlan, run: str, recs: Iterable[pa.RecordBatch], target: 
         params["value"] = str(plan.generic.value_column_index)
     rows = parts = rejected = 0
     pending: pa.RecordBatch | None = None
-    for batch in records.split(recs, size):
-        if pending is not None:
-            rejected += _send(target, params, parts, pending, False, json_mode, settings)
-            rows, parts = rows + pending.num_rows, parts + 1
-        pending = batch
-    if pending is None:
-        pipeline.upload_part(target, params | {"part": str(parts), "final": "true"}, b"[]", "application/json", settings.upload_retries)
-        return rows, parts + 1, rejected
-    rejected += _send(target, params, parts, pending, True, json_mode, settings)
+    with httpx.Client() as client:
+        for batch in records.split(recs, size):
+            if pending is not None:
+                rejected += _send(client, target, params, parts, pending, False, json_mode, settings)
+                rows, parts = rows + pending.num_rows, parts + 1
+            pending = batch
+        if pending is None:
+            final = params | {"part": str(parts), "final": "true"}
+            pipeline.upload_part(target, final, b"[]", "application/json", settings.upload_retries, client=client)
+            return rows, parts + 1, rejected
+        rejected += _send(client, target, params, parts, pending, True, json_mode, settings)
     return rows + pending.num_rows, parts + 1, rejected
 
 
-def _send(target: pipeline.UploadTarget, params: dict[str, str], part: int, batch: pa.RecordBatch, final: bool, json_mode: bool, settings: CollectionSettings) -> int:
+def _send(
+    client: httpx.Client, target: pipeline.UploadTarget, params: dict[str, str], part: int, batch: pa.RecordBatch,
+    final: bool, json_mode: bool, settings: CollectionSettings,
+) -> int:
     query = params | {"part": str(part)} | ({"final": "true"} if final else {})
     if json_mode:
         import orjson
@@ -189,6 +195,6 @@ def _send(target: pipeline.UploadTarget, params: dict[str, str], part: int, batc
         body, ctype = orjson.dumps(records.to_json(pa.Table.from_batches([batch]))), "application/json"
     else:
         body, ctype = b"".join(records.write_ipc([batch])), ARROW_STREAM
-    answer = pipeline.upload_part(target, query, body, ctype, settings.upload_retries)
+    answer = pipeline.upload_part(target, query, body, ctype, settings.upload_retries, client=client)
     return int(answer.get("records_rejected", 0))
 

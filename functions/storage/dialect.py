@@ -13,11 +13,22 @@ Differences from CrateDB (kept in sync with the README):
 - `doc.` schema prefixes are dropped; information_schema.tables/columns report schema 'doc'.
 - unquoted identifiers are lower-cased (as CrateDB stores them).
 - refused (code 4000, naming the construct): see `_REFUSED_STARTS` and `_REFUSED_ANYWHERE`.
+
+EXTENSION of the embedded engine (not CrateDB SQL): `finops_payload('<handle>')` in a FROM clause
+names an Arrow table that the process owning the engine registered in memory
+(`Engine.register_payload`), e.g. `INSERT INTO t (a, b) SELECT a, b FROM finops_payload('h')`.
+The database handler uses it for upload parts in embedded mode only (the server's `GET /` says
+`finops_embedded: true`): the statement still travels through the crate client over HTTP, but
+the rows do not (no JSON encode/decode of every value). Handles are one-shot, unguessable, expire,
+and are valid only in the process that registered them; `translate` rewrites the call into the
+registered view through the engine's resolver and refuses it when there is none (unknown, expired
+or foreign handle). CrateDB mode never sends it.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from functions.errors import FinopsError
@@ -292,8 +303,40 @@ INFO_VIEWS = {"tables": "finops_information_schema_tables", "columns": "finops_i
 """information_schema views the engine creates (schema 'main' reported as CrateDB's 'doc')."""
 
 
-def translate(stmt: str) -> str:
-    """CrateDB SQL -> DuckDB SQL; NOOP for accepted no-ops; SqlError(4000) for refused constructs."""
+PAYLOAD_FUNCTION = "finops_payload"
+"""The embedded engine's table function over a registered in-process Arrow payload (extension)."""
+
+
+def _rewrite_payloads(toks: list[Tok], resolve: Callable[[str], str] | None) -> list[Tok]:
+    """`finops_payload('<handle>')` -> the quoted name of the view the engine registered for it."""
+    out: list[Tok] = []
+    i = 0
+    while i < len(toks):
+        tok = toks[i]
+        if not (tok.kind == "word" and tok.text.lower() == PAYLOAD_FUNCTION and i + 1 < len(toks) and toks[i + 1].text == "("):
+            out.append(tok)
+            i += 1
+            continue
+        if i + 3 >= len(toks) or toks[i + 2].kind != "str" or toks[i + 3].text != ")":
+            raise SqlError(f"SQLParseException[{PAYLOAD_FUNCTION}() takes one string literal: a payload handle]", 4000)
+        handle = toks[i + 2].text[1:-1].replace("''", "'")
+        if resolve is None:
+            raise SqlError(
+                f"UnsupportedFeatureException[{PAYLOAD_FUNCTION}('{handle}') is an extension of the embedded "
+                "engine, usable only by the process that registered the payload]",
+                4000,
+            )
+        out.append(Tok("qid", quote(resolve(handle))))
+        i += 4
+    return out
+
+
+def translate(stmt: str, payloads: Callable[[str], str] | None = None) -> str:
+    """CrateDB SQL -> DuckDB SQL; NOOP for accepted no-ops; SqlError(4000) for refused constructs.
+
+    `payloads` resolves a `finops_payload('<handle>')` handle to the engine's registered view name
+    (raising SqlError for unknown handles); without it the extension is refused.
+    """
     toks = tokenize(stmt)
     if toks and toks[-1].text == ";":
         toks = toks[:-1]
@@ -308,6 +351,7 @@ def translate(stmt: str) -> str:
     ddl = ups[0] in ("CREATE", "ALTER")
     toks = _strip_table_options(toks) if ddl else toks
     toks = _rewrite_types(toks, ddl)
+    toks = _rewrite_payloads(toks, payloads)
     toks = _rewrite_names(toks)
     return render(toks)
 

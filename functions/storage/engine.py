@@ -5,12 +5,22 @@ connection, and a lock makes multi-statement transactions trivially isolated. Pl
 (`args` and `bulk_args` alike) go through one columnar path: rows are transposed, converted per
 target column type into Arrow arrays (rows that fail conversion are reported with rowcount -2, like
 CrateDB's bulk errors) and inserted with one `INSERT ... SELECT` from the Arrow table.
+
+Payloads by reference (a dialect EXTENSION of the embedded engine, not CrateDB SQL): the process
+that owns the engine (the database handler) may `register_payload(table)` a typed Arrow table and
+get a one-shot handle; a statement naming `finops_payload('<handle>')`, sent through the crate
+client over loopback HTTP like every other statement, then scans that table directly (DuckDB reads
+Arrow in place), so upload rows never become JSON. A handle is `<pid>-<random>`, valid only in this
+process, dropped by `release_payload` or after `PAYLOAD_TTL_S`; an unknown, expired or foreign
+handle is refused with code 4000. Used only when the server's `GET /` says `finops_embedded: true`.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,11 +29,23 @@ import duckdb
 import pyarrow as pa
 
 from functions.storage import convert
-from functions.storage.dialect import NOOP, Insert, SqlError, parse_insert, quote, statement_kind, translate
+from functions.storage.dialect import (
+    NOOP,
+    PAYLOAD_FUNCTION,
+    Insert,
+    SqlError,
+    parse_insert,
+    quote,
+    statement_kind,
+    translate,
+)
 
 MEMORY_LIMIT = "384MB"
 """DuckDB's buffer pool cap for file databases (its default, 80% of RAM, let a million-row commit
 push the handler past 1 GiB; beyond the cap DuckDB spills to disk)."""
+
+PAYLOAD_TTL_S = 600.0
+"""A registered payload nobody released is dropped after this long (a caller that died mid-part)."""
 
 _INFO_VIEWS = """
 CREATE OR REPLACE TEMP VIEW finops_information_schema_tables AS
@@ -60,10 +82,49 @@ class Engine:
             if ddl.strip():
                 self._con.execute(ddl)
         self._columns: dict[str, dict[str, str]] = {}
+        self._payloads: dict[str, tuple[str, float]] = {}  # handle -> (registered view, deadline)
 
     def close(self) -> None:
         with self._lock:
             self._con.close()
+
+    # ------------------------------------------------------------ payloads (extension)
+
+    def register_payload(self, table: pa.Table, ttl: float = PAYLOAD_TTL_S) -> str:
+        """Register a typed Arrow table for `finops_payload('<handle>')`; returns the one-shot handle."""
+        handle = f"{os.getpid()}-{secrets.token_hex(16)}"
+        view = f"finops_payload_{handle.replace('-', '_')}"
+        with self._lock:
+            self._drop_expired_payloads()
+            self._con.register(view, table)
+            self._payloads[handle] = (view, time.monotonic() + ttl)
+        return handle
+
+    def release_payload(self, handle: str) -> None:
+        """Forget a payload (idempotent): its table is no longer referenced by the engine."""
+        with self._lock:
+            entry = self._payloads.pop(handle, None)
+            if entry is not None:
+                self._con.unregister(entry[0])
+
+    def _drop_expired_payloads(self) -> None:
+        now = time.monotonic()
+        for handle in [h for h, (_, deadline) in self._payloads.items() if deadline < now]:
+            self.release_payload(handle)
+
+    def _payload_view(self, handle: str) -> str:
+        """The registered view of a handle; SqlError naming why a handle is refused."""
+        owner = handle.partition("-")[0]
+        if owner != str(os.getpid()):
+            raise SqlError(
+                f"UnsupportedFeatureException[{PAYLOAD_FUNCTION}('{handle}'): the handle was not registered by "
+                "this process; payload handles are valid only inside the process that owns the embedded engine]",
+                4000,
+            )
+        entry = self._payloads.get(handle)
+        if entry is None or entry[1] < time.monotonic():
+            raise SqlError(f"SQLParseException[{PAYLOAD_FUNCTION}('{handle}'): unknown, released or expired payload handle]", 4000)
+        return entry[0]
 
     # ------------------------------------------------------------ public API
 
@@ -122,7 +183,7 @@ class Engine:
             order = tuple(range(len(ins.columns)))
             rowcount, _ = self._insert(ins, _rows_of(ins, args), order, per_row=False)
             return SqlResult(rowcount=rowcount)
-        sql = translate(stmt)
+        sql = translate(stmt, self._payload_view)
         if sql == NOOP:
             return SqlResult(rowcount=0)
         kind = statement_kind(stmt)

@@ -10,7 +10,9 @@ Cases:
 - arrow (asserted): the parts POSTed to /upload with source/run/part (final=true on the last) until
   the run is committed, vs baseline = DuckDB `INSERT ... SELECT` from a registered Arrow table of
   the same rows, typed like the handler's table (DOUBLE, TIMESTAMP, MAP tags, VARCHAR), in one
-  in-process connection. ratio = baseline_s / ours_s must be >= 0.5.
+  in-process connection to a DuckDB file (committed, as the handler's rows are; best of 2).
+  ratio = baseline_s / ours_s must be >= 0.5. The ratio against an in-memory DuckDB is reported too.
+  The handler gets one small warm-up upload first (a warm instance, as in a running cycle).
 - json_1000 and json_big (reported only): the same rows as Krateo's JSON records, 1000 per request
   (what Krateo's scraper sends) and PART_ROWS per request: rows/s and ratio against the same baseline.
 
@@ -79,8 +81,9 @@ def _typed(table: pa.Table) -> tuple[pa.Table, str]:
     return pa.Table.from_arrays(arrays, names=list(conv.columns)), f"CREATE TABLE focus ({', '.join(ddl)})"
 
 
-def _baseline(typed: pa.Table, ddl: str) -> float:
-    con = duckdb.connect()
+def _baseline(typed: pa.Table, ddl: str, path: str = ":memory:") -> float:
+    """One INSERT ... SELECT from a registered Arrow table, committed (autocommit) in `path`."""
+    con = duckdb.connect(path)
     con.execute(ddl)
     started = time.perf_counter()
     con.register("src", typed)
@@ -131,13 +134,17 @@ def test_bulk_upload_keeps_up_with_a_plain_duckdb_insert(tmp_path: Path) -> None
     dbhandler_server.SOURCE = REPO / "functions" / "main.py"
     server = dbhandler_server.start_dbhandler(tmp_path)
     try:
+        _upload(server, "warm_up", bodies[:1], records.IPC_MEDIA_TYPE, "run-warm-up")  # a warm instance, as in a cycle
         ours = _upload(server, "focus_arrow", bodies, records.IPC_MEDIA_TYPE, "run-arrow")
         json_s = {name: _upload(server, name, b, "application/json", f"run-{name}") for name, b in json_cases.items()}
         stored = server.sql("SELECT count(*), SUM(billedcost) FROM focus_arrow")
         json_counts = {name: server.sql(f"SELECT count(*) FROM {name}")[0][0] for name in json_cases}
     finally:
         server.stop()
-    baseline = _baseline(typed, ddl)
+    # The handler commits into a DuckDB *file* (durable), so the fair baseline does too; the in-memory
+    # figure is reported beside it.
+    baseline = min(_baseline(typed, ddl, str(tmp_path / f"baseline{i}.duckdb")) for i in range(2))
+    in_memory = min(_baseline(typed, ddl) for _ in range(2))
 
     expected_sum = pc.sum(typed.column("billedcost")).as_py()
     assert stored[0][0] == ROWS and abs(stored[0][1] - expected_sum) < 1e-6 * max(1.0, abs(expected_sum))
@@ -146,6 +153,8 @@ def test_bulk_upload_keeps_up_with_a_plain_duckdb_insert(tmp_path: Path) -> None
     result = {
         "rows": ROWS, "part_rows": PART_ROWS, "bytes": sum(len(b) for b in bodies),
         "baseline_s": round(baseline, 3), "baseline_rows_per_s": round(base_per_s),
+        "baseline": "DuckDB file, INSERT ... SELECT from a registered Arrow table, committed (best of 2)",
+        "in_memory_baseline_s": round(in_memory, 3), "ratio_vs_in_memory": round(in_memory / ours, 3),
         "arrow": _case(ROWS, ours, base_per_s),
         "json_1000": _case(JSON_ROWS, json_s["json_1000"], base_per_s) | {"rows_per_request": 1000},
         "json_big": _case(JSON_ROWS, json_s["json_big"], base_per_s) | {"rows_per_request": min(PART_ROWS, JSON_ROWS)},

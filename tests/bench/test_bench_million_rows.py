@@ -92,7 +92,7 @@ def test_a_million_rows_reach_the_database_within_a_minute(tmp_path: Path) -> No
     with DemoCostApi(ROWS, data_dir=tmp_path / "api").start() as api:
         source_rows, source_sum = _source_totals(api.csv_path)
         CrStore(state).apply(_objects(api))
-        stack = Stack(state, REPO / "knative", REPO / "eventsources")
+        stack = Stack(state, REPO / "knative" / "base", REPO / "eventsources")
         try:
             stack.start()
             if stack.scheduler is not None:

@@ -1,8 +1,10 @@
 """Turn upload records (string label columns) into the typed columns of a target table, vectorised.
 
-Pure: takes an Arrow table and the target's column types, returns typed columns, the rows kept and
-one error per rejected row (naming the column). Timestamps come out as epoch milliseconds (how the
-crate client carries them), objects as Python dicts.
+Pure: takes an Arrow table and the target's column types, returns typed Arrow columns (float64,
+timestamp[ms], map<string, string>, string), the rows kept and one error per rejected row (naming
+the column). `Converted.columns` gives the same values as Python lists the way the crate client
+carries them (timestamps as epoch milliseconds, objects as dicts); the embedded engine takes the
+Arrow columns as they are. Repetitive columns (periods, tags) are parsed once per distinct value.
 
 Krateo differences (documented in the README):
 - a number that does not parse rejects that row only (Krateo: the whole request answers 500);
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,15 +44,32 @@ class RowError:
         return {"row": self.row, "loc": self.loc, "msg": self.msg}
 
 
+_MAP = pa.map_(pa.string(), pa.string())
+_TS = pa.timestamp("ms")
+
+
 @dataclass
 class Converted:
-    """Typed columns (name -> Python values, one per kept row) and the rejected rows' errors."""
+    """Typed Arrow columns (one value per kept row) and the rejected rows' errors."""
 
-    columns: dict[str, list[Any]]
+    arrays: dict[str, pa.Array]
     rows: int
     errors: list[RowError] = field(default_factory=list)
     row_numbers: list[int] = field(default_factory=list)
     """The request's row index of each kept row."""
+
+    @property
+    def columns(self) -> dict[str, list[Any]]:
+        """Python values as the crate client sends them: epoch ms timestamps, dict objects."""
+        return {name: _pylist(array) for name, array in self.arrays.items()}
+
+
+def _pylist(array: pa.Array) -> list[Any]:
+    if pa.types.is_timestamp(array.type):
+        return list(pc.cast(array, pa.int64()).to_pylist())
+    if pa.types.is_map(array.type):
+        return [None if v is None else dict(v) for v in array.to_pylist()]
+    return list(array.to_pylist())
 
 
 def convert(
@@ -65,7 +84,6 @@ def convert(
     errors: list[RowError] = []
     bad = pa.array([False] * table.num_rows, pa.bool_())
     typed: dict[str, pa.Array] = {}
-    objects: dict[str, list[Any]] = {}
     for name, col in _label_columns(kind, table).items():
         if not _NAME.match(name) or name in BOOKKEEPING:
             msg = f"label name {name!r} is not usable as a column name (lower-case letters, digits, '_', not finops_*)"
@@ -73,12 +91,13 @@ def convert(
             continue
         ctype = types.get(name, STRING)
         if ctype == OBJECT:
-            objects[name] = [parse_tags(v) for v in col.to_pylist()]
+            typed[name] = _tags(col)
         elif ctype == DOUBLE:
-            typed[name], wrong = _numbers(col, empty_zero=kind in ("cost", "resource"))
+            typed[name], wrong = _by_distinct(col, lambda c: _numbers(c, empty_zero=kind in ("cost", "resource")))
             bad = _reject(bad, wrong, name, "not a number", numbers, errors)
         elif ctype == TIMESTAMP:
-            typed[name], wrong = _timestamps(col)
+            ms, wrong = _by_distinct(col, _timestamps)
+            typed[name] = pc.cast(ms, _TS)
             bad = _reject(bad, wrong, name, "not a timestamp (RFC 3339 or YYYY-MM-DD)", numbers, errors)
         else:
             typed[name] = col
@@ -87,14 +106,31 @@ def convert(
     for name in required:
         missing = pc.is_null(typed[name]) if name in typed else pa.array([True] * table.num_rows, pa.bool_())
         bad = _reject(bad, missing, name, f"{name} is required", numbers, errors)
-    keep = pc.invert(bad)
-    columns = {n: pc.filter(a, keep).to_pylist() for n, a in typed.items()}
-    keep_list = keep.to_pylist()
-    for name, values in objects.items():
-        columns[name] = [v for v, k in zip(values, keep_list, strict=True) if k]
     errors.sort(key=lambda e: e.row)
-    kept = [n for n, k in zip(numbers, keep_list, strict=True) if k]
-    return Converted(columns, len(kept), errors, kept)
+    if not errors:
+        return Converted(typed, table.num_rows, errors, numbers)
+    keep = pc.invert(bad)
+    arrays = {n: pc.filter(a, keep) for n, a in typed.items()}
+    kept = [n for n, k in zip(numbers, keep.to_pylist(), strict=True) if k]
+    return Converted(arrays, len(kept), errors, kept)
+
+
+def _by_distinct(col: pa.Array, parse: Callable[[pa.Array], tuple[pa.Array, pa.Array]]) -> tuple[pa.Array, pa.Array]:
+    """`parse` (values, wrong-mask) run once per distinct value when values repeat (periods, prices)."""
+    if len(col) < 1024:
+        return parse(col)
+    enc = pc.dictionary_encode(col)
+    if len(enc.dictionary) * 2 > len(col):
+        return parse(col)
+    values, wrong = parse(enc.dictionary)
+    return pc.take(values, enc.indices), pc.fill_null(pc.take(wrong, enc.indices), False)
+
+
+def _tags(col: pa.Array) -> pa.Array:
+    """Tags text -> map<string, string>, parsed once per distinct text."""
+    enc = pc.dictionary_encode(col)
+    maps = [parse_tags(v) for v in enc.dictionary.to_pylist()]
+    return pc.take(pa.array([None if m is None else list(m.items()) for m in maps], _MAP), enc.indices)
 
 
 def parse_tags(text: str | None) -> dict[str, str] | None:
@@ -146,9 +182,9 @@ def _generic_value_columns(table: pa.Table) -> dict[str, pa.Array]:
         out["value"] = pa.nulls(n, pa.float64())
     if "__timestamp__" in table.column_names:
         ts = pc.cast(table.column("__timestamp__").combine_chunks(), pa.int64())
-        out["timestamp"] = pc.multiply(ts, 1000)
+        out["timestamp"] = pc.cast(pc.multiply(ts, 1000), _TS)
     else:
-        out["timestamp"] = pa.nulls(n, pa.int64())
+        out["timestamp"] = pa.nulls(n, _TS)
     return out
 
 

@@ -1,7 +1,7 @@
 """HTTP routing of the database-handler function, framework-light: `dispatch()` takes plain values.
 
 Routes: `GET /` (CrateDB banner in embedded mode), `POST /_sql` (embedded mode: CrateDB's SQL
-endpoint over the embedded engine), `POST /upload`, `/compute...` (501 until notebooks land).
+endpoint over the embedded engine), `POST /upload`, `/compute...` (notebooks: compute.py).
 Every exception becomes a JSON answer (functions.errors.http_answer); nothing crashes the process.
 
 Authentication (spec §9.1, minus its flaw): every request's Basic credentials are checked, each
@@ -103,7 +103,10 @@ def _route(method: str, path: str, query: Mapping[str, str], headers: Mapping[st
     if path == "/upload":
         return _not_allowed(method, path) if method != "POST" else _upload(query, headers, body, settings)
     if path == "/compute" or path.startswith("/compute/"):
-        return Response(501, {"error": "notebook compute is not implemented yet (issue 11)"})
+        from functions.stages.dbhandler import compute
+
+        got = compute.handle(method, path, query, headers, body, settings, lambda auth: open_verified(auth, settings))
+        return Response(got.status, got.body, got.headers, got.content_type)
     return Response(404, {"error": f"no such endpoint: {method} {path} (see GET /, POST /upload, POST /_sql)"})
 
 
@@ -146,12 +149,12 @@ def _upload(query: Mapping[str, str], headers: Mapping[str, str], body: bytes, s
         if table.num_rows == 0 and not errors:
             committed = False
             if request.source is not None:  # an empty part still counts; an empty final still commits
-                committed = upload.handle(request, table, [], db).committed
+                committed = upload.handle(request, table, [], db, payloads=_payloads(settings)).committed
             answer: dict[str, Any] = {"result": "No data to process"}
             if request.source is not None:
                 answer["committed"] = committed
             return Response(200, answer)
-        result = upload.handle(request, table, errors, db, numbers)
+        result = upload.handle(request, table, errors, db, numbers, payloads=_payloads(settings))
     finally:
         db.close()
     result.time_taken = time.monotonic() - started
@@ -159,6 +162,11 @@ def _upload(query: Mapping[str, str], headers: Mapping[str, str], body: bytes, s
                               "part": request.part, "final": request.final, "rows": result.records_processed,
                               "rejected": result.records_rejected, "committed": result.committed})
     return Response(200, result.body())
+
+
+def _payloads(settings: DbHandlerSettings) -> upload.Payloads | None:
+    """This process's engine when it owns one (embedded mode): upload rows then go by reference."""
+    return engine(settings) if settings.embedded else None
 
 
 def _request(query: Mapping[str, str]) -> upload.UploadRequest:
@@ -200,13 +208,18 @@ def _body(content_type: str, body: bytes) -> tuple[pa.Table, list[FieldError], l
 
 def open_database(authorization: str | None, settings: DbHandlerSettings) -> Database:
     """A connection with THIS request's credentials, verified now (never a cached first connection)."""
+    return open_verified(authorization, settings)[0]
+
+
+def open_verified(authorization: str | None, settings: DbHandlerSettings) -> tuple[Database, str, str]:
+    """open_database, plus the user and password that worked (as given or base64-decoded)."""
     creds = _basic_credentials(authorization)
     if creds is None:
         raise Unauthorized("authorization header is missing or not type basic")
     last: Unauthorized | None = None
     for user, password in _candidates(*creds):
         try:
-            return _verified(user, password, settings)
+            return _verified(user, password, settings), user, password
         except Unauthorized as exc:
             last = exc
     raise last or Unauthorized()

@@ -13,16 +13,26 @@ the run, resource replaces rows sharing (resourceid, metricname, timestamp), gen
 source's whole slice. Without `source` (Krateo's scraper) the request is applied at once, replacing
 rows that share Krateo's keys (spec §9.4) but keeping every incoming row: Krateo's upsert keeps only
 one row per key (credit, tax and adjustment rows sharing it are lost) and refreshes only billedcost.
+
+How rows reach the database (every statement goes through the crate client, both modes):
+- embedded mode (this process owns the engine, `GET /` says `finops_embedded: true`): the part's
+  typed Arrow table is registered with the engine (`Payloads.register_payload`) and the INSERT
+  reads it by reference, `... SELECT ... FROM finops_payload('<handle>')` (a dialect extension of
+  the embedded engine); the final part (or a legacy request) is not staged at all: its rows go
+  straight into the target in the same transaction as the slice delete and the copy of the
+  earlier parts from staging, so a one-part run never touches staging;
+- CrateDB mode: `bulk_args` (per-row rowcounts; -2 rows are reported as rejected), then the commit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 from pydantic import BaseModel, Field, field_validator, model_validator
@@ -39,6 +49,14 @@ CHUNK_ROWS = 20_000
 PARTS_TABLE = schema.PARTS_TABLE
 STALE_MS = 24 * 3600 * 1000  # staged runs never committed are dropped after a day
 _SEP = "'\x1f'"
+
+
+class Payloads(Protocol):
+    """The embedded engine's in-process payload registry (functions.storage.engine.Engine)."""
+
+    def register_payload(self, table: pa.Table) -> str: ...
+
+    def release_payload(self, handle: str) -> None: ...
 
 
 class UploadRequest(BaseModel):
@@ -98,8 +116,12 @@ def handle(
     row_errors: Sequence[FieldError | RowError],
     db: Database,
     row_numbers: Sequence[int] | None = None,
+    payloads: Payloads | None = None,
 ) -> UploadResult:
-    """Stage the request's good rows and, on the final part (or in legacy mode), commit the run."""
+    """Stage the request's good rows and, on the final part (or in legacy mode), commit the run.
+
+    `payloads`: the co-located embedded engine (embedded mode only); rows then travel by reference.
+    """
     started = time.monotonic()
     name = schema.table_name(request.table)
     target = schema.Target(request.type, name)
@@ -110,12 +132,15 @@ def handle(
     if request.source is not None and _committed(db, target, run):
         log.info("run already committed", extra={"table": name, "run": run, "part": request.part})
         return UploadResult(conv.rows, _rejected(errors), errors, time.monotonic() - started, True)
-    stored, failed = _stage(db, target, request, run, conv)
+    by_ref = payloads if payloads is not None and db.embedded else None
+    committed = request.final or request.source is None
+    if by_ref is not None and committed:
+        stored, failed = _commit_with_rows(db, target, request, run, conv, by_ref)
+    else:
+        stored, failed = _stage(db, target, request, run, conv, by_ref)
+        if committed:
+            _commit(db, target, request, run)
     errors = sorted(errors + failed, key=lambda e: e.row)
-    committed = False
-    if request.final or request.source is None:
-        _commit(db, target, request, run)
-        committed = True
     if stored == 0 and (table.num_rows or row_errors):
         note = " (the run was committed without them)" if committed and request.source else ""
         raise InvalidInput(f"no record was acceptable{note}", [FieldError(str(e.row) + _dot(e.loc), e.msg) for e in errors])
@@ -125,27 +150,99 @@ def handle(
 # ------------------------------------------------------------------------------------- staging
 
 
-def _stage(db: Database, target: schema.Target, request: UploadRequest, run: str, conv: columns.Converted) -> tuple[int, list[RowError]]:
+def _stage(
+    db: Database, target: schema.Target, request: UploadRequest, run: str, conv: columns.Converted, payloads: Payloads | None
+) -> tuple[int, list[RowError]]:
     """Replace (run, part) in staging with the converted rows; record the part. Returns (stored, failed rows)."""
-    target.ensure(db, list(conv.columns))
+    target.ensure(db, list(conv.arrays))
     staging = target.staging
     if request.source is not None:
         db.execute(f"DELETE FROM {q(staging)} WHERE finops_run = ? AND finops_part = ?", [run, request.part])
     extra = (request.source, run, int(time.time() * 1000), request.part)
+    if payloads is not None:
+        with _registered(payloads, conv, extra) as (handle, names):
+            if handle:
+                db.execute(_insert_payload(staging, names, handle))
+        if request.source is not None:
+            _mark_part(db, target, request, run, conv.rows)
+        return conv.rows, []
+    stored, failed = _bulk_insert(db, staging, conv, extra)
+    if request.source is not None:
+        _mark_part(db, target, request, run, stored)
+    return stored, failed
+
+
+def _bulk_insert(db: Database, staging: str, conv: columns.Converted, extra: tuple[Any, ...]) -> tuple[int, list[RowError]]:
+    """The rows as crate `bulk_args` in chunks (CrateDB mode); rows the database refuses are reported."""
     stored = 0
     failed: list[RowError] = []
+    values = conv.columns
     for start in range(0, conv.rows, CHUNK_ROWS):
         stop = min(conv.rows, start + CHUNK_ROWS)
-        stmt, rows = _chunk_rows(staging, conv.columns, start, stop, extra)
+        stmt, rows = _chunk_rows(staging, values, start, stop, extra)
         counts = db.executemany(stmt, rows)
         for offset, count in enumerate(counts):
             if count == -2:
                 failed.append(RowError(conv.row_numbers[start + offset], "", "the database refused the row"))
             else:
                 stored += 1
-    if request.source is not None:
-        _mark_part(db, target, request, run, stored)
     return stored, failed
+
+
+@contextlib.contextmanager
+def _registered(payloads: Payloads, conv: columns.Converted, extra: tuple[Any, ...]) -> Iterator[tuple[str, list[str]]]:
+    """The converted rows plus bookkeeping as a registered payload: (handle, column names); ('', []) if no row."""
+    if conv.rows == 0:
+        yield "", []
+        return
+    n = conv.rows
+    source, run, ingested, part = extra
+    table = pa.table(conv.arrays | {
+        "finops_source": pa.nulls(n, pa.string()) if source is None else pa.repeat(pa.scalar(source, pa.string()), n),
+        "finops_run": pa.repeat(pa.scalar(run, pa.string()), n),
+        "finops_ingested_at": pa.repeat(pa.scalar(ingested, pa.int64()), n).cast(pa.timestamp("ms")),
+        "finops_part": pa.repeat(pa.scalar(part, pa.int32()), n),
+    })
+    handle = payloads.register_payload(table)
+    try:
+        yield handle, table.column_names
+    finally:
+        payloads.release_payload(handle)
+
+
+def _insert_payload(table: str, names: Sequence[str], handle: str) -> str:
+    """INSERT reading a registered payload by reference (embedded engine extension)."""
+    cols = ", ".join(q(c) for c in names)
+    return f"INSERT INTO {q(table)} ({cols}) SELECT {cols} FROM finops_payload('{handle}')"
+
+
+def _commit_with_rows(
+    db: Database, target: schema.Target, request: UploadRequest, run: str, conv: columns.Converted, payloads: Payloads
+) -> tuple[int, list[RowError]]:
+    """Embedded final part / legacy request: its rows go straight to the target in the commit's transaction."""
+    target.ensure(db, list(conv.arrays))
+    db.execute(f"REFRESH TABLE {q(target.staging)}")
+    if request.source is not None:
+        _check_parts(db, target, run, request.part, final_included=False)
+    extra = (request.source, run, int(time.time() * 1000), request.part)
+    with _registered(payloads, conv, extra) as (handle, names):
+        cols = ", ".join(q(c) for c in target.commit_columns(db))
+        stmts: list[tuple[str, Sequence[Any] | None]] = [
+            _delete_replaced(target, request.source, run, handle),
+            (f"INSERT INTO {q(target.name)} ({cols}) SELECT {cols} FROM {q(target.staging)} WHERE finops_run = ?", [run]),
+        ]
+        if handle:
+            stmts.append((_insert_payload(target.name, [c for c in names if c != "finops_part"], handle), None))
+        stmts.append((f"REFRESH TABLE {q(target.name)}", None))
+        if request.source is not None:
+            stmts += _part_marker(target, request, run, conv.rows, committed=True)
+            stmts.append((f"UPDATE {PARTS_TABLE} SET committed = TRUE WHERE target_table = ? AND finops_run = ?", [target.name, run]))
+        stmts.append((f"DELETE FROM {q(target.staging)} WHERE finops_run = ?", [run]))
+        db.run_atomically(stmts)
+    log.info("run committed", extra={"table": target.name, "run": run, "source": request.source, "by_reference": True})
+    if request.source is not None:
+        _drop_stale(db, target)
+    return conv.rows, []
 
 
 def _chunk_rows(staging: str, cols: dict[str, list[Any]], start: int, stop: int, extra: tuple[Any, ...]) -> tuple[str, list[tuple[Any, ...]]]:
@@ -168,12 +265,22 @@ def _chunk_rows(staging: str, cols: dict[str, list[Any]], start: int, stop: int,
 
 
 def _mark_part(db: Database, target: schema.Target, request: UploadRequest, run: str, rows: int) -> None:
-    db.execute(f"DELETE FROM {PARTS_TABLE} WHERE target_table = ? AND finops_run = ? AND finops_part = ?", [target.name, run, request.part])
-    db.execute(
-        f"INSERT INTO {PARTS_TABLE} (target_table, finops_source, finops_run, finops_part, finops_rows, staged_at, committed) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [target.name, request.source, run, request.part, rows, int(time.time() * 1000), False],
-    )
+    for stmt, args in _part_marker(target, request, run, rows, committed=False):
+        db.execute(stmt, args)
+
+
+def _part_marker(
+    target: schema.Target, request: UploadRequest, run: str, rows: int, *, committed: bool
+) -> list[tuple[str, Sequence[Any] | None]]:
+    """The statements replacing (run, part)'s marker in the staged-parts ledger."""
+    return [
+        (f"DELETE FROM {PARTS_TABLE} WHERE target_table = ? AND finops_run = ? AND finops_part = ?", [target.name, run, request.part]),
+        (
+            f"INSERT INTO {PARTS_TABLE} (target_table, finops_source, finops_run, finops_part, finops_rows, staged_at, committed) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [target.name, request.source, run, request.part, rows, int(time.time() * 1000), committed],
+        ),
+    ]
 
 
 def _committed(db: Database, target: schema.Target, run: str) -> bool:
@@ -207,19 +314,28 @@ def _commit(db: Database, target: schema.Target, request: UploadRequest, run: st
         _drop_stale(db, target)
 
 
-def _delete_replaced(target: schema.Target, source: str | None, run: str) -> tuple[str, Sequence[Any] | None]:
-    """The DELETE that makes room for the run: by slice with a source, by Krateo's key without."""
-    t, s = q(target.name), q(target.staging)
+def _delete_replaced(target: schema.Target, source: str | None, run: str, handle: str = "") -> tuple[str, Sequence[Any] | None]:
+    """The DELETE that makes room for the run: by slice with a source, by Krateo's key without.
+
+    `handle`: a registered payload holding more of the run's rows (embedded final part).
+    """
+    t = q(target.name)
     if source is not None and target.kind == "cost":
         return (f"DELETE FROM {t} WHERE finops_source = ? AND billingperiodstart IN "
-                f"(SELECT DISTINCT billingperiodstart FROM {s} WHERE finops_run = ?)", [source, run])
+                f"({_run_rows(target, 'DISTINCT billingperiodstart', handle)})", [source, run])
     if source is not None and target.kind == "generic":
         return f"DELETE FROM {t} WHERE finops_source = ?", [source]
     keys = target.keys
     if not keys:  # generic without a source: Krateo has no key either; rows are appended
         return f"DELETE FROM {t} WHERE 1 = 0", None
     expr = _key_expr(keys)
-    return f"DELETE FROM {t} WHERE {expr} IN (SELECT {expr} FROM {s} WHERE finops_run = ?)", [run]
+    return f"DELETE FROM {t} WHERE {expr} IN ({_run_rows(target, expr, handle)})", [run]
+
+
+def _run_rows(target: schema.Target, expr: str, handle: str) -> str:
+    """SELECT of `expr` over the run's staged rows (one `?`: the run) and the payload's, if any."""
+    staged = f"SELECT {expr} FROM {q(target.staging)} WHERE finops_run = ?"
+    return staged if not handle else f"{staged} UNION SELECT {expr} FROM finops_payload('{handle}')"
 
 
 def _key_expr(keys: Sequence[str]) -> str:
@@ -227,10 +343,11 @@ def _key_expr(keys: Sequence[str]) -> str:
     return f" || {_SEP} || ".join(f"COALESCE(CAST({q(k)} AS TEXT), '')" for k in keys)
 
 
-def _check_parts(db: Database, target: schema.Target, run: str, final_part: int) -> None:
+def _check_parts(db: Database, target: schema.Target, run: str, final_part: int, *, final_included: bool = True) -> None:
+    """409 unless every part before the final (and the final itself when it was staged) is recorded."""
     res = db.execute(f"SELECT finops_part FROM {PARTS_TABLE} WHERE target_table = ? AND finops_run = ?", [target.name, run])
     have = {int(r[0]) for r in res.rows}
-    missing = [p for p in range(final_part + 1) if p not in have]
+    missing = [p for p in range(final_part + int(final_included)) if p not in have]
     if missing:
         raise Conflict(
             f"run {run} cannot be committed: parts {missing} of 0..{final_part} were never received",
