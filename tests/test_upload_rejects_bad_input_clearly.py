@@ -8,7 +8,7 @@ Cases (each after a good upload whose rows must stay intact):
 - every row bad -> 400 listing them;
 - missing, wrong or non-Basic credentials -> 401, also right after a correct call;
 - base64-encoded user and password (Krateo's fallback) are accepted;
-- wrong method -> 405, /compute -> 501, unknown path -> 404, all JSON; /_sql with bad credentials -> 401;
+- wrong method -> 405, /compute shapes as Krateo (404 unknown notebook, 400, 405), unknown path -> 404, all JSON; /_sql with bad credentials -> 401;
 - the database down (CrateDB mode, nothing listening) -> 503 with Retry-After.
 """
 
@@ -131,8 +131,9 @@ def test_base64_encoded_credentials_are_accepted(dbhandler: DbHandler) -> None:
     ("method", "path", "status"),
     [
         pytest.param("GET", "/upload", 405, id="get-upload"),
-        pytest.param("POST", "/compute/cyclic", 501, id="compute"),
-        pytest.param("GET", "/compute/list", 501, id="compute-list"),
+        pytest.param("POST", "/compute/no-such-notebook", 404, id="compute-unknown-notebook"),
+        pytest.param("GET", "/compute", 400, id="compute-url-composition"),
+        pytest.param("PUT", "/compute/x", 405, id="compute-wrong-method"),
         pytest.param("GET", "/nowhere", 404, id="unknown"),
         pytest.param("GET", "/_sql", 405, id="get-sql"),
     ],
