@@ -6,16 +6,13 @@ durable totals; `Metrics.scrape()` GETs /metrics and parses it with prometheus_c
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 from aicost_server import MAIN, AICost
-from dbhandler_server import free_port
+from dbhandler_server import free_port, start_function, stop_process
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -36,33 +33,12 @@ class Metrics:
         return out
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop_process(self.process)
 
 
 def start_metrics(aicost: AICost) -> Metrics:
     port = free_port()
     log = aicost.state_dir.parent / f"aicost-metrics-{port}.log"
-    env = {**os.environ, "PORT": str(port), "FINOPS_STATE_DIR": str(aicost.state_dir), "FINOPS_KUBE": "local",
+    env = {"FINOPS_STATE_DIR": str(aicost.state_dir), "FINOPS_KUBE": "local",
            "FINOPS_DBHANDLER_URL": aicost.db.url, "K_SERVICE": "aicost-metrics"}
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "functions_framework", "--target", "aicost_metrics", "--source", str(MAIN),
-             "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)
-    server = Metrics(f"http://127.0.0.1:{port}", process, log)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"aicost_metrics exited with {process.returncode}: {log.read_text()[-4000:]}")
-        try:
-            if httpx.get(server.url + "/", timeout=2).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    server.stop()
-    raise RuntimeError(f"aicost_metrics did not answer within 30 s: {log.read_text()[-4000:]}")
+    return Metrics(f"http://127.0.0.1:{port}", start_function("aicost_metrics", port, env, log, MAIN), log)

@@ -9,10 +9,7 @@ batched CloudEvents and to query the tables.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from dbhandler_server import USERS, DbHandler, free_port, start_dbhandler
+from dbhandler_server import USERS, DbHandler, free_port, start_dbhandler, start_function, stop_process
 
 from functions.clients.kube import resource_path
 
@@ -78,13 +75,7 @@ class AICost:
         return {(r[0], r[1], r[2]): (round(float(r[3]), 9), int(r[4])) for r in rows}
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop_process(self.process)
         self.db.stop()
 
 
@@ -94,25 +85,14 @@ def start_aicost(tmp_path: Path, sink_url: str = "", crs: Sequence[Mapping[str, 
     db = start_dbhandler(tmp_path)
     port = free_port()
     log = tmp_path / "aicost.log"
-    env = {**os.environ, "PORT": str(port), "FINOPS_STATE_DIR": str(state), "FINOPS_KUBE": "local",
+    env = {"FINOPS_STATE_DIR": str(state), "FINOPS_KUBE": "local",
            "FINOPS_DBHANDLER_URL": db.url, "K_SINK": sink_url, "K_SERVICE": "aicost"}
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "functions_framework", "--target", "aicost", "--source", str(MAIN),
-             "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)
-    server = AICost(f"http://127.0.0.1:{port}", db, state, process, log)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            server.stop()
-            raise RuntimeError(f"aicost exited with {process.returncode}: {log.read_text()[-4000:]}")
-        try:
-            if httpx.get(server.url + "/", timeout=2).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    server.stop()
-    raise RuntimeError(f"aicost did not answer within 30 s: {log.read_text()[-4000:]}")
+    try:
+        process = start_function("aicost", port, env, log, MAIN)
+    except RuntimeError:
+        db.stop()
+        raise
+    return AICost(f"http://127.0.0.1:{port}", db, state, process, log)
 
 
 @pytest.fixture(name="aicost")

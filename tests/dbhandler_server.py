@@ -61,13 +61,39 @@ class DbHandler:
             conn.close()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop_process(self.process)
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Terminate a function process, killing it if it does not stop within 10 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def start_function(target: str, port: int, env: Mapping[str, str], log: Path, source: Path | None = None) -> subprocess.Popen[bytes]:
+    """Serve one target under functions-framework on 127.0.0.1:port and wait until GET / answers 200."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "functions_framework", "--target", target, "--source", str(source or SOURCE),
+             "--host", "127.0.0.1", "--port", str(port)],
+            env={**os.environ, "PORT": str(port), **dict(env)}, stdout=out, stderr=subprocess.STDOUT, cwd=TESTS.parent,
+        )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{target} exited with {process.returncode}: {log.read_text()[-4000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    stop_process(process)
+    raise RuntimeError(f"{target} did not answer within 30 s: {log.read_text()[-4000:]}")
 
 
 def free_port() -> int:
@@ -80,26 +106,10 @@ def start_dbhandler(tmp_path: Path, env: Mapping[str, str] | None = None, users:
     port = free_port()
     db_path = tmp_path / "db" / "finops.duckdb"
     log = tmp_path / "dbhandler.log"
-    environ = {**os.environ, "FINOPS_DB_MODE": "embedded", "FINOPS_DB_PATH": str(db_path),
-               "FINOPS_DB_USERS": json.dumps(dict(users)), "PORT": str(port), **dict(env or {})}
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "functions_framework", "--target", TARGET, "--source", str(SOURCE),
-             "--host", "127.0.0.1", "--port", str(port)],
-            env=environ, stdout=out, stderr=subprocess.STDOUT, cwd=TESTS.parent,
-        )
-    server = DbHandler(f"http://127.0.0.1:{port}", port, db_path, process, log)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"dbhandler exited with {process.returncode}: {log.read_text()[-4000:]}")
-        try:
-            if httpx.get(server.url + "/", timeout=2).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    server.stop()
-    raise RuntimeError(f"dbhandler did not answer within 30 s: {log.read_text()[-4000:]}")
+    environ = {"FINOPS_DB_MODE": "embedded", "FINOPS_DB_PATH": str(db_path),
+               "FINOPS_DB_USERS": json.dumps(dict(users)), **dict(env or {})}
+    process = start_function(TARGET, port, environ, log)
+    return DbHandler(f"http://127.0.0.1:{port}", port, db_path, process, log)
 
 
 @pytest.fixture(name="dbhandler")

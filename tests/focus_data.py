@@ -14,17 +14,8 @@ import random
 from collections.abc import Iterator
 from typing import IO
 
-FOCUS_1_0_COLUMNS: tuple[str, ...] = (
-    "AvailabilityZone", "BilledCost", "BillingAccountId", "BillingAccountName", "BillingCurrency",
-    "BillingPeriodEnd", "BillingPeriodStart", "ChargeCategory", "ChargeClass", "ChargeDescription",
-    "ChargeFrequency", "ChargePeriodEnd", "ChargePeriodStart", "CommitmentDiscountCategory",
-    "CommitmentDiscountId", "CommitmentDiscountName", "CommitmentDiscountStatus",
-    "CommitmentDiscountType", "ConsumedQuantity", "ConsumedUnit", "ContractedCost",
-    "ContractedUnitPrice", "EffectiveCost", "InvoiceIssuerName", "ListCost", "ListUnitPrice",
-    "PricingCategory", "PricingQuantity", "PricingUnit", "ProviderName", "PublisherName", "RegionId",
-    "RegionName", "ResourceId", "ResourceName", "ResourceType", "ServiceCategory", "ServiceName",
-    "SkuId", "SkuPriceId", "SubAccountId", "SubAccountName", "Tags",
-)
+from functions.local.focus_rows import FOCUS_1_0_COLUMNS  # one FOCUS 1.0 column list
+
 X_COLUMNS: tuple[str, ...] = ("x_SkuDescription", "x_BillingProfileId")
 COLUMNS: tuple[str, ...] = FOCUS_1_0_COLUMNS + X_COLUMNS
 

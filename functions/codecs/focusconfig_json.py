@@ -17,38 +17,10 @@ import pyarrow as pa
 
 from functions.codecs._text import ZERO_TIME, plain_decimal, rfc3339_utc, string_batch
 from functions.errors import FieldError, InvalidInput
+from functions.models.focus import FOCUS_FIELDS, L, Q, T
 
-S, Q, T, L = "string", "quantity", "time", "tags"
+# The 50 (JSON field, column, kind) triples live with the FocusConfig model: one list, one order.
 
-FOCUS_FIELDS: tuple[tuple[str, str, str], ...] = (
-    ("availabilityZone", "AvailabilityZone", S), ("billedCost", "BilledCost", Q),
-    ("billingAccountId", "BillingAccountId", S), ("billingAccountName", "BillingAccountName", S),
-    ("billingCurrency", "BillingCurrency", S), ("billingPeriodEnd", "BillingPeriodEnd", T),
-    ("billingPeriodStart", "BillingPeriodStart", T), ("capacityReservationId", "CapacityReservationId", S),
-    ("capacityReservationStatus", "CapacityReservationStatus", S), ("chargeCategory", "ChargeCategory", S),
-    ("chargeClass", "ChargeClass", S), ("chargeDescription", "ChargeDescription", S),
-    ("chargeFrequency", "ChargeFrequency", S), ("chargePeriodEnd", "ChargePeriodEnd", T),
-    ("chargePeriodStart", "ChargePeriodStart", T), ("commitmentDiscountCategory", "CommitmentDiscountCategory", S),
-    ("commitmentDiscoutId", "CommitmentDiscountId", S),  # sic: Krateo's JSON name is misspelled
-    ("commitmentDiscountType", "CommitmentDiscountType", S),
-    ("commitmentDiscountStatus", "CommitmentDiscountStatus", S),
-    ("commitmentDiscountName", "CommitmentDiscountName", S),
-    ("commitmentDiscountQuantity", "CommitmentDiscountQuantity", Q),
-    ("commitmentDiscountUnit", "CommitmentDiscountUnit", S), ("consumedQuantity", "ConsumedQuantity", Q),
-    ("consumedUnit", "ConsumedUnit", S), ("contractedCost", "ContractedCost", Q),
-    ("contractedUnitCost", "ContractedUnitCost", Q), ("effectiveCost", "EffectiveCost", Q),
-    ("invoiceIssuerName", "InvoiceIssuerName", S), ("listCost", "ListCost", Q),
-    ("listUnitPrice", "ListUnitPrice", Q), ("pricingCategory", "PricingCategory", S),
-    ("pricingQuantity", "PricingQuantity", Q), ("pricingUnit", "PricingUnit", S),
-    ("providerName", "ProviderName", S), ("publisherName", "PublisherName", S),
-    ("regionId", "RegionId", S), ("regionName", "RegionName", S), ("resourceId", "ResourceId", S),
-    ("resourceName", "ResourceName", S), ("resourceType", "ResourceType", S),
-    ("serviceCategory", "ServiceCategory", S), ("serviceName", "ServiceName", S),
-    ("serviceSubcategory", "ServiceSubcategory", S), ("skuId", "SkuId", S), ("skuMeter", "SkuMeter", S),
-    ("skuPriceDetails", "SkuPriceDetails", L), ("skuPriceId", "SkuPriceId", S),
-    ("subAccountId", "SubAccountId", S), ("subAccountName", "SubAccountName", S), ("tags", "Tags", L),
-)
-"""(JSON field, CSV/DB column, kind) in Go declaration order = Krateo's column order (50 fields)."""
 
 FOCUS_COLUMNS: tuple[str, ...] = tuple(col for _, col, _ in FOCUS_FIELDS)
 
