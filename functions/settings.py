@@ -1,6 +1,6 @@
 """Typed settings per function, read from the environment once and passed down as arguments.
 
-The README's table of variables is generated from these models (`python -m functions.settings`).
+The README's table of variables is generated from these models (`python -m functions.settings_doc`).
 """
 
 from __future__ import annotations
@@ -51,19 +51,3 @@ class CollectionSettings(_EnvSettings):
 @lru_cache(maxsize=1)
 def collection_settings() -> CollectionSettings:
     return CollectionSettings.from_env()
-
-
-ALL_SETTINGS: tuple[type[_EnvSettings], ...] = (CollectionSettings,)
-
-
-def markdown_table() -> str:
-    """The README's environment table, generated from the models."""
-    lines = ["| variable | default | meaning |", "|---|---|---|"]
-    for model in ALL_SETTINGS:
-        for f in model.model_fields.values():
-            lines.append(f"| `{f.alias}` | `{f.default}` | {f.description} |")
-    return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    print(markdown_table())

@@ -9,13 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from functions import events
-from functions.settings import markdown_table
+from functions.settings_doc import markdown_table
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
 
 def test_settings_table_is_generated_from_the_models() -> None:
-    assert markdown_table() in README, "regenerate the README table: python -m functions.settings"
+    assert markdown_table() in README, "regenerate the README table: python -m functions.settings_doc"
 
 
 def test_every_emitted_event_type_is_documented() -> None:
