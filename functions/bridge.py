@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -28,6 +27,8 @@ from pydantic import BaseModel, ValidationError
 from functions import events
 from functions.errors import FieldError, field_errors
 from functions.models import crs, k8s
+from functions.models.k8s import conditions
+from functions.models.k8s import now_rfc3339 as now_rfc3339  # re-exported: operator/handlers.py
 from functions.models.pingsources import (
     BROKER_NAMESPACE,
     LABEL_OWNER_KIND,
@@ -242,25 +243,6 @@ def _contains(have: Any, want: Any) -> bool:
 
 
 # ---- status -------------------------------------------------------------------------------------
-
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def conditions(old: list[Mapping[str, Any]] | None, ready: bool, ready_reason: str, synced: bool,
-               synced_reason: str, message: str, now: str) -> list[dict[str, Any]]:
-    """Ready and Synced, keeping lastTransitionTime when a condition's status did not change."""
-    previous = {str(c.get("type")): c for c in old or [] if isinstance(c, Mapping)}
-    out = []
-    for type_, ok, reason in (("Ready", ready, ready_reason), ("Synced", synced, synced_reason)):
-        status = "True" if ok else "False"
-        before = previous.get(type_, {})
-        since = str(before.get("lastTransitionTime") or now) if before.get("status") == status else now
-        cond = k8s.Condition.model_validate({"type": type_, "status": status, "lastTransitionTime": since,
-                                             "reason": reason, "message": message})
-        out.append(cond.model_dump(by_alias=True))
-    return out
 
 
 def status(rec: Reconciliation, old: Mapping[str, Any] | None, now: str) -> dict[str, Any]:

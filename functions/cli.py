@@ -258,11 +258,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         for d in answer["deliveries"]:
             outcome = "ok" if d["ok"] else f"FAILED: {d['error']}"
             reply = f" -> reply {d['reply_type']}" if d.get("reply_type") else ""
+            reply += f": {d['reply_error']}" if d.get("reply_error") else ""
             print(f"{'  ' * (d['depth'] + 1)}{d['trigger']} -> {d['subscriber']}: HTTP {d['status']} "
                   f"after {d['attempts']} attempt(s), {outcome}{reply}")
         if not answer["deliveries"]:
             print("  no Trigger matched this event")
         failed += int(answer["failed"]) + (0 if answer["deliveries"] else 1)
+        failed += sum(1 for d in answer["deliveries"] if d.get("reply_error") is not None)  # a failed cycle
     return 1 if failed else 0
 
 

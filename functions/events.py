@@ -21,6 +21,8 @@ CR_APPLIED = "io.finops.cr.applied"
 CR_DELETED = "io.finops.cr.deleted"
 EXPORT_COMPLETED = "io.finops.export.completed"
 UPLOAD_COMPLETED = "io.finops.upload.completed"
+EXPORT_FAILED = "io.finops.export.failed"
+SCRAPE_FAILED = "io.finops.scrape.failed"
 AICOST_USAGE = "io.finops.aicost.usage"
 AICOST_RECORDED = "io.finops.aicost.recorded"
 BUDGET_EXCEEDED = "io.finops.budget.exceeded"
@@ -31,6 +33,8 @@ CATALOGUE: dict[str, str] = {
     CR_DELETED: "A custom resource was deleted; subject <kind>/<namespace>/<name>, data = the last CR.",
     EXPORT_COMPLETED: "An exporter stored a new snapshot; data {config, rows, snapshot, metricType}. Triggers the scrape.",
     UPLOAD_COMPLETED: "A scrape committed its rows to the database; data {config, table, rows}. Terminal.",
+    EXPORT_FAILED: "An export cycle refused its input (payload, config or names; the last good snapshot kept, the CR's status says Ready=False); data {config, error, errors}. Terminal: alerting may subscribe.",
+    SCRAPE_FAILED: "A scrape cycle refused its input (config, DatabaseConfig, Secret, names; the CR's status says Ready=False); data {config, error, errors}. Terminal: alerting may subscribe.",
     AICOST_USAGE: "An AI/ML cost (GPU time, LLM tokens or a known cost); data = functions.models.aicost.AICostUsage (schemas/aicost-event.json). Single or batched; routed to aicost.",
     AICOST_RECORDED: "Reply of aicost when no budget fired: data {accepted, stored, duplicates, rejected}. Terminal.",
     BUDGET_EXCEEDED: "An AICostBudget crossed a threshold; data {budget, threshold, spend, amount, period, periodStart, periodEnd, scope}. Once per (budget, threshold, period). Terminal here: subscribe your alerting (a Trigger on this type) to it.",

@@ -6,6 +6,7 @@ built at import time: readers, stores and engines are created on first use and c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +15,7 @@ import functions_framework
 if TYPE_CHECKING:
     import flask
 
-    from functions.clients.kube import ResourceReader
+    from functions.clients.kube import ResourceReader, StatusWriter
     from functions.storage.snapshots import SnapshotStore
 
 TARGETS = ("exporter", "scraper", "dbhandler", "aicost", "aicost_metrics", "focus_ingest", "notebooks")
@@ -30,13 +31,9 @@ def exporter(request: flask.Request) -> flask.Response:
             return _health("exporter")
         if request.method == "GET":
             return _serve_snapshot(request)
-        event = _event(request)
-        ref = _ref(event)
-        settings = _settings()
-        result = stage.handle(ref, _reader(), _store(), settings.state_dir / "tmp")
-        if result is None:
-            return _empty()
-        return _reply("io.finops.export.completed", str(ref), result.event_data())
+        ref = _ref(_event(request))
+        return _cycle(ref, ("io.finops.export.completed", "io.finops.export.failed"),
+                      stage.handle, ref, _reader(), _store(), _settings().state_dir / "tmp")
 
     return _answer(run)
 
@@ -50,10 +47,9 @@ def scraper(request: flask.Request) -> flask.Response:
         if request.method == "GET":
             return _health("scraper")
         event = _event(request)
-        result = stage.handle(_ref(event), event.id, _reader(), _settings())
-        if result is None:
-            return _empty()
-        return _reply("io.finops.upload.completed", result.config, result.event_data())
+        ref = _ref(event)
+        return _cycle(ref, ("io.finops.upload.completed", "io.finops.scrape.failed"),
+                      stage.handle, ref, event.id, _reader(), _settings())
 
     return _answer(run)
 
@@ -176,6 +172,49 @@ def _serve_snapshot(request: flask.Request) -> flask.Response:
     return flask.Response(body, 200, content_type=ctype, headers={"X-Finops-Snapshot": "present"})
 
 
+def _cycle(ref: Any, replies: tuple[str, str], handle: Callable[..., Any], *args: Any) -> flask.Response:
+    """An export or scrape cycle, its outcome written into the CR's status (Ready/Synced).
+
+    Bad input (payload, config, names) fails the cycle, not the request: Ready=False and a `failed`
+    reply, answered 200 (a 400 would dead-letter a tick that was fine). Unavailable stays 503 (retried).
+    """
+    from functions.errors import InvalidInput
+    from functions.logs import get_logger
+
+    completed, failed = replies
+    try:
+        result = handle(*args)
+    except InvalidInput as exc:
+        errors = [e.to_dict() for e in exc.errors]
+        get_logger("main").warning("cycle failed", extra={"config": str(ref), "error": exc.message, "errors": errors})
+        _write_status(ref, False, _failure_message(exc))
+        return _reply(failed, str(ref), {"config": str(ref), "error": exc.message, "errors": errors})
+    if result is None:
+        return _empty()
+    message, extra = result.status()
+    _write_status(ref, True, message, extra)
+    return _reply(completed, str(ref), result.event_data())
+
+
+def _failure_message(exc: Any, limit: int = 5) -> str:
+    """One line: the error, then its first bad fields (`loc: msg`) and how many more."""
+    fields = [f"{e.loc}: {e.msg}" if e.loc else e.msg for e in exc.errors]
+    more = f"; and {len(fields) - limit} more" if len(fields) > limit else ""
+    return f"{exc.message}" + (f" ({'; '.join(fields[:limit])}{more})" if fields else "")
+
+
+def _write_status(ref: Any, ok: bool, message: str, extra: dict[str, Any] | None = None) -> None:
+    """Best effort: the answer is the cycle's outcome; a status that cannot be written is logged only."""
+    from functions.clients import kube
+    from functions.errors import FinopsError
+    from functions.logs import get_logger
+
+    try:
+        kube.write_outcome(_reader(), _status_writer(), ref.kind, ref.namespace, ref.name, ok, message, extra)
+    except FinopsError as exc:
+        get_logger("main").warning("status not written", extra={"config": str(ref), "error": str(exc)})
+
+
 def _event(request: flask.Request) -> Any:
     from functions import events
 
@@ -246,6 +285,16 @@ def _reader() -> ResourceReader:
 
     settings = _settings()
     return kube.LocalReader(settings.state_dir) if settings.kube == "local" else kube.KubeApiReader()
+
+
+@lru_cache(maxsize=1)
+def _status_writer() -> StatusWriter:
+    from functions.clients import kube
+
+    reader = _reader()
+    if isinstance(reader, kube.KubeApiReader):
+        return kube.KubeStatusWriter(reader)
+    return kube.LocalStatusWriter(_settings().state_dir)
 
 
 @lru_cache(maxsize=1)

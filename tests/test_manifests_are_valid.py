@@ -360,6 +360,9 @@ def test_rbac_is_least_privilege_and_covers_every_watched_kind() -> None:
         assert {"get", "list"} <= _allowed("finops-functions", info.group, info.plural), info.kind
         assert "delete" not in _allowed("finops-bridge", info.group, info.plural)
     assert _allowed("finops-bridge", "sources.knative.dev", "pingsources") >= {"create", "patch", "delete"}
+    for plural in ("exporterscraperconfigs", "scraperconfigs"):  # the functions write their cycle's outcome
+        assert _allowed("finops-functions", "finops.krateo.io", f"{plural}/status") == {"patch"}
+        assert "patch" not in _allowed("finops-functions", "finops.krateo.io", plural)
     for role in ("finops-bridge", "finops-functions"):
         assert _allowed(role, "", "secrets") == {"get"}, "Secrets: get only, never list or watch"
         assert not any("*" in r["verbs"] or "*" in r["resources"] for r in _rules(role))

@@ -3,17 +3,25 @@
 Functions never care where they run: they get a ResourceReader (`reader_from_env`) and ask it for
 `get(kind, namespace, name)`, `get_secret(namespace, name)` or `list(kind, namespace)`. Missing objects
 are None (or []); an unreachable API server is Unavailable (retried), never a kubernetes exception.
+
+Functions also report the outcome of a cycle in the CR's status (`StatusWriter`, `status_writer_from_env`,
+`write_outcome`): the status subresource in a cluster, the CR's file locally. A status write never
+bumps the generation nor emits io.finops.cr.applied, as with the API server's status subresource.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 from functions.errors import FieldError, InvalidInput, Unavailable
+from functions.models.k8s import conditions as krateo_conditions
+from functions.models.k8s import now_rfc3339
 from functions.models.registry import KindInfo, all_kinds
 
 SECRET = "Secret"
@@ -30,6 +38,27 @@ class ResourceReader(Protocol):
 def resource_path(state_dir: Path, kind: str, namespace: str, name: str) -> Path:
     """<state>/resources/<Kind>/<namespace>/<name>.json: the one layout both the store and readers use."""
     return Path(state_dir) / "resources" / kind / namespace / f"{name}.json"
+
+
+def write_json(path: Path, obj: Mapping[str, Any]) -> None:
+    """Replace one object's file atomically (readers never see half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def store_lock(state_dir: Path | str) -> Iterator[None]:
+    """One writer at a time across processes (the CLI, the stack and the functions all write the store)."""
+    lock_path = Path(state_dir) / "resources" / ".lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 class LocalReader:
@@ -113,7 +142,7 @@ class KubeApiReader:
         result = self._call(read, f"{kind} list")
         return list((result or {}).get("items", []))
 
-    def _call(self, fn: Any, what: str) -> dict[str, Any] | None:
+    def _call(self, fn: Any, what: str, verb: str = "read") -> dict[str, Any] | None:
         from kubernetes import client
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
@@ -124,11 +153,66 @@ class KubeApiReader:
             if exc.status == 404:
                 return None
             if exc.status in (401, 403):
-                raise Unavailable(f"Kubernetes API refused to read {what}: HTTP {exc.status} (check RBAC)") from exc
-            raise Unavailable(f"Kubernetes API error reading {what}: HTTP {exc.status}") from exc
+                raise Unavailable(f"Kubernetes API refused to {verb} {what}: HTTP {exc.status} (check RBAC)") from exc
+            raise Unavailable(f"Kubernetes API error {verb}ing {what}: HTTP {exc.status}") from exc
         except (HTTPError, OSError) as exc:
-            raise Unavailable(f"Kubernetes API unreachable reading {what}: {exc}") from exc
+            raise Unavailable(f"Kubernetes API unreachable {verb}ing {what}: {exc}") from exc
         return dict(out) if isinstance(out, Mapping) else None
+
+
+class StatusWriter(Protocol):
+    def set_conditions(self, kind: str, namespace: str, name: str, conditions: list[dict[str, Any]],
+                       extra: dict[str, Any] | None = None) -> None: ...
+
+
+class LocalStatusWriter:
+    """The local CR store: status merged into the CR's file under the store's lock; nothing else changes."""
+
+    def __init__(self, state_dir: Path | str) -> None:
+        self.state_dir = Path(state_dir)
+
+    def set_conditions(self, kind: str, namespace: str, name: str, conditions: list[dict[str, Any]],
+                       extra: dict[str, Any] | None = None) -> None:
+        """`status.conditions` replaced, `extra`'s keys set in status; a CR gone meanwhile is ignored."""
+        path = resource_path(self.state_dir, kind, namespace, name)
+        with store_lock(self.state_dir):
+            body = _read_json(path)
+            if body is None:
+                return
+            body["status"] = {**(body.get("status") or {}), **(extra or {}), "conditions": list(conditions)}
+            write_json(path, body)
+
+
+class KubeStatusWriter:
+    """The status subresource, by a JSON merge patch (404: the CR is gone, ignored; API down: Unavailable)."""
+
+    def __init__(self, reader: KubeApiReader | None = None) -> None:
+        self.reader = reader or KubeApiReader()
+
+    def set_conditions(self, kind: str, namespace: str, name: str, conditions: list[dict[str, Any]],
+                       extra: dict[str, Any] | None = None) -> None:
+        info = _kind(kind)
+        patch = {"status": {**(extra or {}), "conditions": list(conditions)}}
+        self.reader._call(lambda c: c.CustomObjectsApi(self.reader._client()).patch_namespaced_custom_object_status(
+            info.group, info.version, namespace, info.plural, name, patch,
+            _content_type="application/merge-patch+json"), f"{kind}/{namespace}/{name} status", verb="patch")
+
+
+def write_outcome(reader: ResourceReader, writer: StatusWriter, kind: str, namespace: str, name: str, ok: bool,
+                  message: str, extra: dict[str, Any] | None = None) -> None:
+    """Ready/Synced after a cycle: True (Available / ReconcileSuccess) or False (ReconcileError).
+
+    The CR is read first so lastTransitionTime moves only when a condition flips; a CR gone is ignored.
+    """
+    body = reader.get(kind, namespace, name)
+    if body is None:
+        return
+    old = (body.get("status") or {}).get("conditions")
+    if ok:
+        conds = krateo_conditions(old, True, "Available", True, "ReconcileSuccess", message, now_rfc3339())
+    else:
+        conds = krateo_conditions(old, False, "ReconcileError", False, "ReconcileError", message, now_rfc3339())
+    writer.set_conditions(kind, namespace, name, conds, extra)
 
 
 def _kind(kind: str) -> KindInfo:
@@ -144,6 +228,14 @@ def reader_from_env(environ: Mapping[str, str] | None = None) -> ResourceReader:
     if env.get("FINOPS_KUBE", "local") == "cluster":
         return KubeApiReader(env.get("FINOPS_KUBE_HOST") or None)
     return LocalReader(env.get("FINOPS_STATE_DIR") or ".state")
+
+
+def status_writer_from_env(environ: Mapping[str, str] | None = None) -> StatusWriter:
+    """The writer matching `reader_from_env`: FINOPS_KUBE=cluster patches the API, else the local files."""
+    env = os.environ if environ is None else environ
+    if env.get("FINOPS_KUBE", "local") == "cluster":
+        return KubeStatusWriter(KubeApiReader(env.get("FINOPS_KUBE_HOST") or None))
+    return LocalStatusWriter(env.get("FINOPS_STATE_DIR") or ".state")
 
 
 def database_credentials(reader: ResourceReader, namespace: str, name: str, loc: str) -> tuple[str, str]:

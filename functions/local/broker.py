@@ -79,6 +79,7 @@ class Result:
     status: int | None = None
     attempts: int = 0
     reply_type: str | None = None
+    reply_error: str | None = None  # what a `*.failed` reply says went wrong
     error: str | None = None
     dead_lettered: bool = False
 
@@ -155,7 +156,8 @@ class Broker:
         self.triggers = triggers
         self.resolve = resolve
         self.deadletter_path = Path(state_dir) / "deadletter.jsonl"
-        self.counters = {"received": 0, "delivered": 0, "failed": 0, "retries": 0, "dead_lettered": 0, "replies": 0}
+        self.counters = {"received": 0, "delivered": 0, "failed": 0, "retries": 0, "dead_lettered": 0, "replies": 0,
+                         "unrouted_replies": 0}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._http = httpx.Client(follow_redirects=False)
@@ -199,7 +201,10 @@ class Broker:
 
     def _dispatch(self, event: events.Event, depth: int, out: list[Result]) -> None:
         attrs = _attributes(event)
-        for trigger in [t for t in self.triggers if t.matches(attrs)]:
+        matching = [t for t in self.triggers if t.matches(attrs)]
+        if depth and not matching:
+            self._count("unrouted_replies")  # a reply no Trigger takes ends its chain (e.g. export.failed)
+        for trigger in matching:
             result, reply = self._deliver(trigger, event, depth)
             out.append(result)
             if reply is None:
@@ -260,6 +265,10 @@ class Broker:
             result.error = f"reply is not a valid CloudEvent: {exc}"
             return None
         result.reply_type = reply.type
+        if reply.type.endswith(".failed"):  # the delivery worked, the cycle did not: say why
+            data = reply.data if isinstance(reply.data, dict) else {}
+            fields = "; ".join(f"{e.get('loc')}: {e.get('msg')}" for e in data.get("errors") or [] if isinstance(e, dict))
+            result.reply_error = str(data.get("error") or reply.type) + (f" ({fields})" if fields else "")
         return reply
 
     def _dead_letter(self, trigger: Trigger, event: events.Event, result: Result) -> None:

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import fcntl
 import json
-import os
 import sys
 import uuid
 from collections.abc import Iterator
@@ -27,7 +25,7 @@ import yaml
 from pydantic import ValidationError
 
 from functions import events
-from functions.clients.kube import SECRET, LocalReader, resource_path
+from functions.clients.kube import SECRET, LocalReader, resource_path, store_lock, write_json
 from functions.errors import FieldError, InvalidInput, NotFound, field_errors
 from functions.models.k8s import secret_data
 from functions.models.pingsources import pingsources_for
@@ -180,15 +178,9 @@ class CrStore:
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
-        """One writer at a time (the CLI and the running stack may both write)."""
-        lock_path = self.state_dir / "resources" / ".lock"
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with lock_path.open("a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        """One writer at a time (the CLI, the running stack and the functions' status writes)."""
+        with store_lock(self.state_dir):
+            yield
 
 
 def _check_secret(doc: dict[str, Any], label: str) -> dict[str, Any]:
@@ -237,11 +229,7 @@ def _cr_event(type_: str, kind: str, cr: dict[str, Any]) -> events.Event:
                       kind=kind, crnamespace=ns, crname=name)
 
 
-def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+_write_json = write_json
 
 
 def _now() -> str:

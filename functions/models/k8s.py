@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -45,6 +47,28 @@ class Condition(CamelModel):
     last_transition_time: str = Field(description="RFC3339 time of the last change.")
     reason: str = Field(description="CamelCase reason: Available, Unavailable, Creating, Deleting, ReconcileSuccess, ReconcileError.")
     message: str | None = Field(default=None, description="Human-readable detail.")
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def conditions(old: list[Mapping[str, Any]] | None, ready: bool, ready_reason: str, synced: bool,
+               synced_reason: str, message: str, now: str) -> list[dict[str, Any]]:
+    """Ready and Synced (Krateo style), keeping lastTransitionTime when a condition's status did not change.
+
+    Shared by the bridge (CR validity) and the functions (outcome of a cycle), so both flip the same way.
+    """
+    previous = {str(c.get("type")): c for c in old or [] if isinstance(c, Mapping)}
+    out = []
+    for type_, ok, reason in (("Ready", ready, ready_reason), ("Synced", synced, synced_reason)):
+        status = "True" if ok else "False"
+        before = previous.get(type_, {})
+        since = str(before.get("lastTransitionTime") or now) if before.get("status") == status else now
+        cond = Condition.model_validate({"type": type_, "status": status, "lastTransitionTime": since,
+                                         "reason": reason, "message": message})
+        out.append(cond.model_dump(by_alias=True))
+    return out
 
 
 def secret_data(secret: dict[str, Any]) -> dict[str, str]:

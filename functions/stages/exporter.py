@@ -7,6 +7,8 @@ Output:      a new snapshot (sample table, Arrow IPC) and the `io.finops.export.
              the snapshot as Prometheus text (streamed) or, negotiated, as Arrow IPC.
 Side effects: one fetch of the API (all pages); replaces the config's snapshot atomically.
 Idempotency: keyed by the config: a re-run replaces the snapshot; a failed cycle keeps the last good one.
+Status:      functions.main writes the outcome into the CR (Ready/Synced, `status.lastExport`); bad input
+             (InvalidInput) is a failed cycle: Ready=False and `io.finops.export.failed`, answered 200.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from functions.codecs import exposition, samples, sources
 from functions.errors import FieldError, InvalidInput, field_errors
 from functions.logs import get_logger
 from functions.models.crs import ExporterScraperConfig
-from functions.models.k8s import secret_data
+from functions.models.k8s import now_rfc3339, secret_data
 from functions.models.refs import ConfigRef
 from functions.storage.snapshots import SnapshotStore
 
@@ -50,6 +52,12 @@ class ExportResult:
 
     def event_data(self) -> dict[str, Any]:
         return {"config": self.config, "metricType": self.metric_type, "rows": self.rows, "pages": self.pages}
+
+    def status(self) -> tuple[str, dict[str, Any]]:
+        """The Ready=True message and the `status.lastExport` the CR gets after this cycle."""
+        now = now_rfc3339()
+        return (f"exported {self.rows} rows ({self.pages} page(s)) at {now}",
+                {"lastExport": {"time": now, "rows": self.rows, "pages": self.pages, "metricType": self.metric_type}})
 
 
 def handle(ref: ConfigRef, reader: ResourceReader, store: SnapshotStore, workdir: Path | None = None) -> ExportResult | None:

@@ -8,6 +8,8 @@ Side effects: reads the exporter (Arrow IPC, negotiated) or a foreign endpoint (
              POSTs parts to /upload with Basic auth.
 Idempotency: run id derived from the triggering event id: a redelivered event re-sends the same
              parts (staged per part) and the same commit, which replaces the (source, period) slices.
+Status:      functions.main writes the outcome into the CR (Ready/Synced, `status.lastUpload`); bad input
+             (InvalidInput) is a failed cycle: Ready=False and `io.finops.scrape.failed`, answered 200.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from functions.codecs import exposition, records
 from functions.errors import FieldError, InvalidInput, field_errors
 from functions.logs import get_logger
 from functions.models.crs import API, DatabaseConfig, ExporterScraperConfig, Generic, ScraperConfig
-from functions.models.k8s import ObjectRef, secret_data
+from functions.models.k8s import ObjectRef, now_rfc3339, secret_data
 from functions.models.refs import ConfigRef
 from functions.settings import CollectionSettings
 
@@ -66,6 +68,14 @@ class ScrapeResult:
 
     def event_data(self) -> dict[str, Any]:
         return {"config": self.config, "table": self.table, "rows": self.rows, "parts": self.parts, "rejected": self.rejected}
+
+    def status(self) -> tuple[str, dict[str, Any]]:
+        """The Ready=True message and the `status.lastUpload` the CR gets after this cycle."""
+        now = now_rfc3339()
+        rejected = f", {self.rejected} rejected" if self.rejected else ""
+        return (f"uploaded {self.rows} rows to {self.table} at {now}{rejected}",
+                {"lastUpload": {"time": now, "table": self.table, "rows": self.rows, "parts": self.parts,
+                                "rejected": self.rejected}})
 
 
 def handle(ref: ConfigRef, event_id: str, reader: ResourceReader, settings: CollectionSettings) -> ScrapeResult | None:

@@ -91,10 +91,11 @@ class E2EStack:
         return self.stack.broker.stats()
 
     def _chain_ended(self, base: dict[str, int]) -> bool:
-        """exporter failed (no scrape follows), or exporter and scraper both answered."""
+        """exporter failed or replied io.finops.export.failed (no scrape follows), or both answered."""
         now = self.broker_stats()
         done = now["delivered"] + now["failed"] - base["delivered"] - base["failed"]
-        return done >= 2 or (done >= 1 and now["failed"] > base["failed"])
+        ended = now["failed"] > base["failed"] or now["unrouted_replies"] > base["unrouted_replies"]
+        return done >= 2 or (done >= 1 and ended)
 
     def run(self, ref: str) -> Finops:
         """`finops run KIND/NS/NAME`: the tick goes through the broker and the whole chain synchronously."""

@@ -1,7 +1,10 @@
 """Bad input reaching the exporter function fails the cycle clearly and keeps everything stored before.
 
-Cases (each after a good cycle of the same config; the `finops run` chain output carries the
-exporter's JSON answer, which must name the problem; the exporter process is still the same one and
+Cases (each after a good cycle of the same config; the exporter answers 200 with the reply event
+io.finops.export.failed, which the `finops run` chain output shows (exit 1) and which must name the
+problem; nothing is dead-lettered (the tick was fine); the CR's status (`finops get -o json`) says
+Ready=False / ReconcileError with the same words, and Ready=True again after the next good cycle (each
+flip's lastTransitionTime never earlier than the last); the exporter process is still the same one and
 answers; the cost/usage table keeps its row count and sums; GET /metrics/<ns>/<name> still serves the
 last good snapshot byte for byte):
 - ragged CSV (a row with one field too many)              -> names the row and the field counts
@@ -10,6 +13,7 @@ last good snapshot byte for byte):
 - an unknown content type                                 -> names the content type
 - CSV headers with spaces and '-'                         -> names the invalid label names
 - Azure Monitor JSON whose metric is named with '/'       -> names the invalid metric name
+A scrape whose DatabaseConfig does not exist answers 200 with io.finops.scrape.failed and Ready=False.
 And label sets changing between cycles just work: a column added to the CSV becomes a new column of
 the table on the next cycle; a column removed leaves it NULL in the replaced rows.
 
@@ -100,6 +104,15 @@ def snapshot(stack: E2EStack, name: str) -> bytes:
     return resp.content
 
 
+def ready(stack: E2EStack, ref: str) -> dict[str, Any]:
+    """The CR's Ready condition, read with `finops get -o json` like a user would."""
+    got = stack.finops("get", ref, "-o", "json")
+    assert got.rc == 0, got.text
+    conditions = {c["type"]: c for c in json.loads(got.out).get("status", {}).get("conditions", [])}
+    assert conditions["Synced"]["status"] == conditions["Ready"]["status"], conditions
+    return dict(conditions["Ready"])
+
+
 def stored(stack: E2EStack, table: str, metric_type: str) -> list[Any]:
     value = "billedcost" if metric_type == "cost" else "average"
     return stack.sql(f"SELECT count(*), sum({value}), min({value}), max({value}) FROM {table}")[0]
@@ -133,18 +146,23 @@ def test_bad_input_fails_clearly_and_keeps_earlier_data(env: tuple[E2EStack, Sou
     assert ok.rc == 0, ok.text
     before, served = stored(stack, table, metric_type), snapshot(stack, name)
     assert before[0] > 0
-    pid = stack.pid("exporter")
+    pid, dead = stack.pid("exporter"), len(stack.deadletters())
+    good_ready = ready(stack, ref)
+    assert good_ready["status"] == "True" and good_ready["message"].startswith("uploaded"), good_ready
 
     source.replies[f"/{name}"] = bad
     failed = stack.run(ref)
     assert failed.rc == 1, failed.text
     line = next(x for x in failed.out.splitlines() if "-> exporter:" in x)
-    assert "HTTP 400" in line and "FAILED" in line, failed.out
-    answer = json.loads(line.split("FAILED: ", 1)[1])
-    assert answer["errors"], answer
+    assert "HTTP 200" in line and "-> reply io.finops.export.failed: " in line, failed.out
+    said = line.split("-> reply io.finops.export.failed: ", 1)[1]
+    bad_ready = ready(stack, ref)
+    assert bad_ready["status"] == "False" and bad_ready["reason"] == "ReconcileError", bad_ready
     for word in named:
-        assert word in answer["error"] or any(word in e["loc"] + e["msg"] for e in answer["errors"]), answer
+        assert word in said, failed.out
+        assert word in bad_ready["message"], bad_ready
     assert "-> scraper:" not in failed.out  # no upload follows a failed export
+    assert len(stack.deadletters()) == dead  # a failed cycle is not a failed delivery
 
     assert stack.pid("exporter") == pid and stack.alive("exporter")
     assert stored(stack, table, metric_type) == before
@@ -152,6 +170,9 @@ def test_bad_input_fails_clearly_and_keeps_earlier_data(env: tuple[E2EStack, Sou
     source.replies[f"/{name}"] = good
     assert stack.run(ref).rc == 0  # and the next good cycle works
     assert stored(stack, table, metric_type) == before
+    again = ready(stack, ref)
+    assert again["status"] == "True" and again["reason"] == "Available", again
+    assert good_ready["lastTransitionTime"] <= bad_ready["lastTransitionTime"] <= again["lastTransitionTime"]
 
 
 def test_label_sets_changing_between_cycles_just_work(env: tuple[E2EStack, Source]) -> None:
@@ -173,3 +194,19 @@ def test_label_sets_changing_between_cycles_just_work(env: tuple[E2EStack, Sourc
     assert dropped.rc == 0, dropped.text
     assert stack.sql(f"SELECT count(*), count(capacityreservationid), count(availabilityzone) FROM {table}")[0] == [
         rows, 0, 0]
+
+
+def test_a_scrape_without_its_database_config_fails_the_cycle_in_status(env: tuple[E2EStack, Source]) -> None:
+    stack, source = env
+    name = "no-db-config"
+    source.replies[f"/{name}"] = Reply(200, GOOD_CSV.encode(), CSV)
+    doc = esc(name, f"/{name}", "bad-input-src", "no_db_config")
+    doc["spec"]["scraperConfig"]["scraperDatabaseConfigRef"] = {"name": "missing-db", "namespace": "finops"}
+    stack.apply(doc)
+    ref = f"ExporterScraperConfig/finops/{name}"
+    failed = stack.run(ref)
+    assert failed.rc == 1, failed.text
+    line = next(x for x in failed.out.splitlines() if "-> scraper:" in x)
+    assert "HTTP 200" in line and "-> reply io.finops.scrape.failed: DatabaseConfig finops/missing-db not found" in line
+    state = ready(stack, ref)
+    assert state["status"] == "False" and "missing-db" in state["message"], state
