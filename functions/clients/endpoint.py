@@ -24,26 +24,25 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.utils
 import os
-import random
 import re
 import secrets
-import ssl
-import tempfile
-import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any, BinaryIO, Literal
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from typing import BinaryIO, Literal
 
 import httpx
 import orjson
 from httpx_auth import AWS4Auth
 
+from functions.clients._transport import ERROR_BODY_BYTES as ERROR_BODY_BYTES
+from functions.clients._transport import RetryPolicy as RetryPolicy
+from functions.clients._transport import build_client as _client
+from functions.clients._transport import send as _send
+from functions.clients._transport import transport_error as _transport_error
 from functions.errors import FieldError, InvalidInput, Unavailable
 from functions.logs import get_logger
 from functions.models.crs import API
-from functions.models.durations import parse_go_duration
 
 log = get_logger("clients.endpoint")
 
@@ -51,9 +50,7 @@ IN_CLUSTER_URL = "https://kubernetes.default.svc"
 SA_TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 MAX_PAGES = 10_000
 MAX_JSON_PAGE_BYTES = 256 * 1024 * 1024  # a larger JSON page is not inspected for `nextLink`
-ERROR_BODY_BYTES = 2048
 _SUBSTITUTION_PASSES = 16
-_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _AUTH_CONFLICT = "only one of username/password, bearer token and AWS must be set"
 _TOKEN = re.compile(r"<(.*?)>")  # Krateo's leftmost non-greedy match, no newlines
@@ -156,35 +153,6 @@ def _pem(data: Mapping[str, str], key: str) -> bytes | None:
         raise InvalidInput(f"endpoint: {key} is not base64-encoded PEM", _field(key, "not base64")) from exc
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Transport-level retries: exponential backoff with 50-100 % jitter; `sleep` is injectable for tests."""
-
-    max_retries: int = 5
-    base: float = 0.5
-    max: float = 10.0
-    default_retry_after: float = 2.0
-    max_retry_after: float = 60.0
-    sleep: Callable[[float], None] = field(default=time.sleep, compare=False)
-
-    def backoff(self, attempt: int) -> float:
-        """Delay before retry number `attempt` (0-based)."""
-        delay = min(self.max, self.base * (2.0**attempt))
-        return delay * random.uniform(0.5, 1.0)
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> RetryPolicy:
-        """Krateo's knobs: CLIENT_MAX_RETRIES, CLIENT_BASE_BACKOFF and CLIENT_MAX_BACKOFF (Go durations)."""
-        try:
-            return cls(
-                max_retries=int(environ.get("CLIENT_MAX_RETRIES", "5")),
-                base=parse_go_duration(environ.get("CLIENT_BASE_BACKOFF", "500ms")),
-                max=parse_go_duration(environ.get("CLIENT_MAX_BACKOFF", "10s")),
-            )
-        except ValueError as exc:
-            raise InvalidInput(f"bad CLIENT_* retry setting: {exc}") from exc
-
-
 DEFAULT_RETRY = RetryPolicy()
 
 
@@ -265,166 +233,6 @@ def _auth(endpoint: Endpoint | None, headers: dict[str, str]) -> httpx.Auth | No
             service=endpoint.aws_service or "",
         )
     return None
-
-
-def _ssl_context(endpoint: Endpoint | None) -> ssl.SSLContext:
-    ctx = httpx.create_ssl_context()
-    if endpoint is None:
-        return ctx
-    try:
-        if endpoint.ca_data:
-            ctx.load_verify_locations(cadata=endpoint.ca_data.decode("utf-8"))
-        if endpoint.client_cert and endpoint.client_key:
-            _load_client_cert(ctx, endpoint.client_cert, endpoint.client_key)
-    except (ssl.SSLError, UnicodeDecodeError, ValueError) as exc:
-        raise InvalidInput(f"endpoint: bad certificate data: {exc}") from exc
-    if endpoint.insecure:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
-def _load_client_cert(ctx: ssl.SSLContext, cert: bytes, key: bytes) -> None:
-    """ssl loads certificates only from files: private 0600 files in a 0700 directory, removed at once."""
-    with tempfile.TemporaryDirectory(prefix="finops-tls-") as tmp:
-        paths = []
-        for name, blob in (("client.crt", cert), ("client.key", key)):
-            path = os.path.join(tmp, name)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(blob)
-            paths.append(path)
-        ctx.load_cert_chain(certfile=paths[0], keyfile=paths[1])
-
-
-def _client(endpoint: Endpoint | None, timeout: float) -> httpx.Client:
-    """A client with the endpoint's TLS and proxy; redirects followed (as Go does), no overall deadline."""
-    verify = _ssl_context(endpoint)
-    proxy = endpoint.proxy_url if endpoint else None
-    try:
-        return httpx.Client(
-            verify=verify,
-            proxy=proxy,
-            follow_redirects=True,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0)),
-        )
-    except (ValueError, ImportError, httpx.InvalidURL) as exc:
-        raise InvalidInput(f"endpoint: bad proxy-url {proxy!r}: {exc}") from exc
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """Retry-After as seconds (delta-seconds or an HTTP date); None when absent or unreadable."""
-    value = response.headers.get("retry-after", "").strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _transport_error(method: str, url: str, exc: Exception) -> InvalidInput | Unavailable:
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return InvalidInput(f"{method} {url}: TLS verification failed: {cause}")
-        reason = str(getattr(cause, "reason", "") or "") if isinstance(cause, ssl.SSLError) else ""
-        if "CERTIFICATE" in reason or "UNKNOWN_CA" in reason:  # the server refused our client certificate
-            return InvalidInput(f"{method} {url}: TLS client certificate refused: {cause}")
-        cause = cause.__cause__ or cause.__context__
-    if isinstance(exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError | httpx.InvalidURL | httpx.DecodingError):
-        return InvalidInput(f"{method} {url}: {exc}")
-    if isinstance(exc, httpx.TooManyRedirects):
-        return InvalidInput(f"{method} {url}: too many redirects")
-    return Unavailable(f"{method} {url}: {type(exc).__name__}: {exc}")
-
-
-def _status_error(method: str, url: str, response: httpx.Response) -> InvalidInput | Unavailable:
-    body = b""
-    try:
-        for chunk in response.iter_bytes():
-            body += chunk
-            if len(body) >= ERROR_BODY_BYTES:
-                break
-    except httpx.HTTPError:
-        pass
-    text = body[:ERROR_BODY_BYTES].decode("utf-8", "replace")
-    msg = f"{method} {url} -> {response.status_code}: {text}"
-    status = response.status_code
-    if status == 429 or status >= 500:
-        wait = _retry_after(response)
-        return Unavailable(msg, retry_after=max(1, round(wait)) if wait is not None else 5)
-    return InvalidInput(msg, _field("status", str(status)))
-
-
-def _send(
-    client: httpx.Client,
-    build: Callable[[], httpx.Request],
-    retry: RetryPolicy | None,
-    consume: Callable[[httpx.Response], Any] | None = None,
-    reset: Callable[[], None] | None = None,
-) -> httpx.Response:
-    """Send with retries. With `consume` (fetch), non-2xx raise and the 2xx body is consumed inside the
-    retry loop; without it the streamed response is returned whatever its status."""
-    max_retries = retry.max_retries if retry else 0
-    attempt = 0
-    while True:
-        try:
-            request = build()
-        except (httpx.InvalidURL, httpx.UnsupportedProtocol, UnicodeError, ValueError) as exc:
-            raise InvalidInput(f"cannot build the request: {exc}") from exc
-        method, url = request.method, str(request.url)
-        idempotent = method in _IDEMPOTENT
-        sent = False
-        try:
-            response = client.send(request, stream=True)
-            sent = True
-            status = response.status_code
-            if 200 <= status < 300 and consume is not None:
-                try:
-                    consume(response)
-                finally:
-                    response.close()
-                return response
-            retryable = status == 429 or status >= 500
-            wait = _retry_after(response) if retryable else None
-            if status == 429 and wait is None and retry:
-                wait = retry.default_retry_after
-            final = not retryable or not idempotent or attempt >= max_retries
-            if retry and wait is not None and wait > retry.max_retry_after:
-                final = True
-            if final:
-                if consume is None:
-                    return response
-                try:
-                    raise _status_error(method, url, response)
-                finally:
-                    response.close()
-            response.close()
-            delay = wait if wait is not None else retry.backoff(attempt) if retry else 0.0
-            log.warning("retrying", extra={"method": method, "url": url, "status": status, "delay": delay})
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            error = _transport_error(method, url, exc)
-            may_retry = idempotent or not (sent or _maybe_sent(exc))
-            if isinstance(error, InvalidInput) or not may_retry or attempt >= max_retries or retry is None:
-                raise error from exc
-            delay = retry.backoff(attempt)
-            log.warning("retrying", extra={"method": method, "url": url, "error": str(error), "delay": delay})
-        if reset is not None:
-            reset()
-        if retry is not None:
-            retry.sleep(delay)
-        attempt += 1
-
-
-def _maybe_sent(exc: Exception) -> bool:
-    """Whether the server may have seen the request: only connect failures prove it did not."""
-    return not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.ProxyError)
 
 
 def _next_url(response: httpx.Response, dest: BinaryIO, offset: int, length: int) -> str | None:
