@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-from aicost_server import AICost, start_aicost
+from aicost_server import AICost, aicost_fixture  # noqa: F401 - the `aicost` fixture
 
 from functions import events
 from functions.cli import main as cli
@@ -32,13 +30,6 @@ from functions.models.aicost import AICostEvent
 START = datetime(2025, 3, 10, 12, tzinfo=UTC)
 
 
-@pytest.fixture(name="aicost")
-def aicost_fixture(tmp_path: Path) -> Iterator[AICost]:
-    server = start_aicost(tmp_path)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_generated_events_validate_and_price() -> None:

@@ -65,7 +65,7 @@ def notebook_settings() -> sandbox.NotebookSettings:
 def handle(method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes,
            settings: DbHandlerSettings, open_db: Opener) -> Answer:
     """One `/compute...` request: authenticate first (like Krateo), then route by method and shape."""
-    db, user, password = open_db(_header(headers, "Authorization"))
+    db, user, password = open_db(header(headers, "Authorization"))
     try:
         parts = path.strip("/").split("/")[1:]
         method = "GET" if method == "HEAD" else method
@@ -82,7 +82,7 @@ def handle(method: str, path: str, query: Mapping[str, str], headers: Mapping[st
             code = load(db, _name(parts[0]))
             db.close()  # not held during the run
             creds = sandbox.DbCredentials(settings.sql_url(), user, password)
-            return run(parts[0], code, creds, params, _header(headers, "Accept") or "", notebook_settings())
+            return run(parts[0], code, creds, params, header(headers, "Accept") or "", notebook_settings())
         if method == "DELETE" and len(parts) == 1 and parts[0]:
             return delete(db, _name(parts[0]))
         return Answer(405, {"error": URL_METHOD_INCORRECT})
@@ -228,7 +228,8 @@ def _name(name: str) -> str:
     return name
 
 
-def _header(headers: Mapping[str, str], name: str) -> str | None:
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """A request header by name, any case (WSGI dicts and plain dicts alike)."""
     value = headers.get(name)
     if value is None:
         value = next((v for k, v in headers.items() if k.lower() == name.lower()), None)

@@ -28,7 +28,7 @@ from functions.clients.db import Database, connect
 from functions.codecs import records
 from functions.errors import FieldError, FinopsError, InvalidInput, Unauthorized, field_errors, http_answer
 from functions.logs import get_logger
-from functions.stages.dbhandler import upload
+from functions.stages.dbhandler import compute, upload
 from functions.stages.dbhandler.settings import DbHandlerSettings
 
 if TYPE_CHECKING:
@@ -103,8 +103,6 @@ def _route(method: str, path: str, query: Mapping[str, str], headers: Mapping[st
     if path == "/upload":
         return _not_allowed(method, path) if method != "POST" else _upload(query, headers, body, settings)
     if path == "/compute" or path.startswith("/compute/"):
-        from functions.stages.dbhandler import compute
-
         got = compute.handle(method, path, query, headers, body, settings, lambda auth: open_verified(auth, settings))
         return Response(got.status, got.body, got.headers, got.content_type)
     return Response(404, {"error": f"no such endpoint: {method} {path} (see GET /, POST /upload, POST /_sql)"})
@@ -123,15 +121,15 @@ def _sql(method: str, query: Mapping[str, str], headers: Mapping[str, str], body
     from functions.storage import sqlapi
 
     try:
-        sqlapi.check_basic_auth(_header(headers, "Authorization"), settings.users)
+        sqlapi.check_basic_auth(compute.header(headers, "Authorization"), settings.users)
     except Unauthorized as exc:
         status, extra, text = sqlapi.unauthorized_answer(exc)
         return Response(status, text, {k: v for k, v in extra.items() if k != "Content-Type"}, "text/plain")
     status, answer = sqlapi.handle_sql(
         body,
         engine(settings),
-        default_schema=_header(headers, "Default-Schema"),
-        content_encoding=_header(headers, "Content-Encoding"),
+        default_schema=compute.header(headers, "Default-Schema"),
+        content_encoding=compute.header(headers, "Content-Encoding"),
         types="types" in query,
     )
     return Response(status, answer)
@@ -142,10 +140,10 @@ def _sql(method: str, query: Mapping[str, str], headers: Mapping[str, str], body
 
 def _upload(query: Mapping[str, str], headers: Mapping[str, str], body: bytes, settings: DbHandlerSettings) -> Response:
     started = time.monotonic()
-    db = open_database(_header(headers, "Authorization"), settings)
+    db = open_database(compute.header(headers, "Authorization"), settings)
     try:
         request = _request(query)
-        table, errors, numbers = _body(_header(headers, "Content-Type") or "", body)
+        table, errors, numbers = _body(compute.header(headers, "Content-Type") or "", body)
         if table.num_rows == 0 and not errors:
             committed = False
             if request.source is not None:  # an empty part still counts; an empty final still commits
@@ -266,13 +264,6 @@ def _b64(text: str) -> str:
         return base64.b64decode(text, validate=True).decode("utf-8") if text else text
     except (binascii.Error, UnicodeDecodeError):
         return text
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is None:
-        value = next((v for k, v in headers.items() if k.lower() == name.lower()), None)
-    return value
 
 
 # ------------------------------------------------------------------------- process singletons
