@@ -126,6 +126,14 @@ def test_delete_answers_deleted_even_without_table_or_name(dbhandler: DbHandler)
     assert call(dbhandler, "GET", "/compute/list").json() == [["other"]]
 
 
+def test_delete_answers_error_500_when_the_sql_fails(dbhandler: DbHandler) -> None:
+    """Checklist 40's other half: a notebook table the DELETE cannot run against is a 500 {"result": "error"}."""
+    dbhandler.sql("CREATE TABLE notebook_table (data TEXT)")  # no notebook_name column: the DELETE fails
+    answer = call(dbhandler, "DELETE", "/compute/anything")
+    assert answer.status_code == 500
+    assert answer.json()["result"] == "error" and "notebook_name" in answer.json()["error"].lower()
+
+
 # ------------------------------------------------------------------------------ 41 run
 
 
