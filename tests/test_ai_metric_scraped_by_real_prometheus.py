@@ -26,7 +26,7 @@ import httpx
 import pytest
 from aicost_metrics_server import Metrics, start_metrics
 from aicost_server import AICost, start_aicost
-from dbhandler_server import free_port
+from dbhandler_server import free_port, stop_process
 
 from functions.local.aicost_producer import Generator, encode_batch
 
@@ -73,12 +73,7 @@ def prometheus_fixture(tmp_path: Path, stack: tuple[AICost, Metrics]) -> Iterato
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc)
 
 
 def _wait_up(prom: str, timeout: float = 60.0) -> None:

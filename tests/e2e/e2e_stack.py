@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 import yaml
 
+from functions import events
 from functions.local.crstore import CrStore, load_documents
 from functions.local.supervisor import Stack, read_stack
 
@@ -117,6 +118,11 @@ class E2EStack:
 
     def url(self, service: str) -> str:
         return str(self.info()["services"][service]["url"])
+
+    def post_event(self, service: str, event: events.Event) -> httpx.Response:
+        """Deliver one CloudEvent (binary mode) straight to a function, as the bridge's Broker would."""
+        headers, body = events.to_binary(event)
+        return httpx.post(self.url(service), headers=headers, content=body, timeout=60)
 
     def pid(self, service: str) -> int:
         return int(self.info()["services"][service]["pid"])

@@ -25,7 +25,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from e2e_stack import DB_REF, NAMESPACE, E2EStack, start_stack, wait_until
 
@@ -106,10 +105,6 @@ def test_apply_update_delete_through_the_broker(stack: E2EStack) -> None:
     assert stack.deadletters() == []
 
 
-def _post(stack: E2EStack, event: events.Event) -> httpx.Response:
-    headers, body = events.to_binary(event)
-    return httpx.post(stack.url("focus-ingest"), headers=headers, content=body, timeout=60)
-
 
 def test_bridge_shaped_events_posted_directly(stack: E2EStack) -> None:
     store = CrStore(stack.state)
@@ -117,7 +112,7 @@ def test_bridge_shaped_events_posted_directly(stack: E2EStack) -> None:
     [event] = change.events
     assert event.extensions["kind"] == "FocusConfig"
     for _ in range(2):  # at least once: a redelivery changes nothing
-        resp = _post(stack, event)
+        resp = stack.post_event("focus-ingest", event)
         assert resp.status_code == 200, resp.text
         answer = resp.json()
         assert answer["result"] == "stored" and answer["table"] == "fc_bridge"
@@ -126,12 +121,12 @@ def test_bridge_shaped_events_posted_directly(stack: E2EStack) -> None:
 
     gone = store.delete("FocusConfig", NAMESPACE, "fc-bridge")
     [late_apply] = [e for e in [event] if e.type == events.CR_APPLIED]
-    assert _post(stack, late_apply).json()["result"] == "skipped"  # the CR is gone: nothing written
-    resp = _post(stack, gone.events[0])
+    assert stack.post_event("focus-ingest", late_apply).json()["result"] == "skipped"  # the CR is gone: nothing written
+    resp = stack.post_event("focus-ingest", gone.events[0])
     assert resp.status_code == 200 and resp.json()["result"] == "deleted", resp.text
     source = f"FocusConfig/{event.data['metadata']['uid']}"
     assert stack.sql("SELECT count(*) AS n FROM fc_bridge WHERE finops_source = ?", [source]) == [[0]]
-    assert _post(stack, gone.events[0]).status_code == 200  # deleting twice is fine
+    assert stack.post_event("focus-ingest", gone.events[0]).status_code == 200  # deleting twice is fine
 
 
 def test_invalid_cr_answers_400_with_every_field_and_conditions(stack: E2EStack) -> None:
@@ -142,7 +137,7 @@ def test_invalid_cr_answers_400_with_every_field_and_conditions(stack: E2EStack)
     path.write_text(json.dumps(bad), encoding="utf-8")  # past validation, as a looser CRD could let it through
     event = events.new(events.CR_APPLIED, "/test/bridge", copy.deepcopy(bad), subject=f"FocusConfig/{NAMESPACE}/fc-bad",
                        kind="FocusConfig")
-    resp = _post(stack, event)
+    resp = stack.post_event("focus-ingest", event)
     assert resp.status_code == 400, resp.text
     answer = resp.json()
     locs = {e["loc"] for e in answer["errors"]}

@@ -27,7 +27,6 @@ import pytest
 from e2e_stack import NAMESPACE, E2EStack, secret, start_stack, wait_until
 from loopback_http import Reply, Seen, serve
 
-from functions import events
 from functions.local.crstore import CrStore
 
 pytestmark = pytest.mark.slow
@@ -96,28 +95,24 @@ def test_api_notebook_is_fetched_through_the_endpoint_secret(stack: E2EStack) ->
     assert stack.deadletters() == []
 
 
-def _post(stack: E2EStack, event: events.Event) -> httpx.Response:
-    headers, data = events.to_binary(event)
-    return httpx.post(stack.url("notebooks"), headers=headers, content=data, timeout=60)
-
 
 def test_bridge_events_and_global_names(stack: E2EStack) -> None:
     store = CrStore(stack.state)
     [first] = store.apply([notebook("nb-shared", "team-a", type="inline", inline=CODE_V1)])
     assert first.events[0].extensions["kind"] == "Notebook"
-    answers = [_post(stack, first.events[0]).json()["result"] for _ in range(2)]
+    answers = [stack.post_event("notebooks", first.events[0]).json()["result"] for _ in range(2)]
     assert answers == ["created", "unchanged"]
     assert stored(stack, "nb-shared") == CODE_V1
 
     [second] = store.apply([notebook("nb-shared", "team-b", type="inline", inline=CODE_V2)])
-    assert _post(stack, second.events[0]).json()["result"] == "updated"
+    assert stack.post_event("notebooks", second.events[0]).json()["result"] == "updated"
     gone = store.delete("Notebook", "team-b", "nb-shared")
-    answer = _post(stack, gone.events[0]).json()
+    answer = stack.post_event("notebooks", gone.events[0]).json()
     assert answer["result"] == "kept", answer
     assert stored(stack, "nb-shared") == CODE_V1  # team-a's notebook is what remains
 
     last = store.delete("Notebook", "team-a", "nb-shared")
-    assert _post(stack, last.events[0]).json()["result"] == "deleted"
+    assert stack.post_event("notebooks", last.events[0]).json()["result"] == "deleted"
     assert stored(stack, "nb-shared") is None
 
 
@@ -128,7 +123,7 @@ def test_bridge_events_and_global_names(stack: E2EStack) -> None:
 ], ids=["missing-endpoint-secret", "empty-code"])
 def test_failures_carry_conditions(stack: E2EStack, spec: dict[str, Any], loc: str) -> None:
     [change] = CrStore(stack.state).apply([notebook("nb-broken", **spec)])
-    resp = _post(stack, change.events[0])
+    resp = stack.post_event("notebooks", change.events[0])
     assert resp.status_code == 400, resp.text
     answer = resp.json()
     assert loc in {e["loc"] for e in answer["errors"]}
