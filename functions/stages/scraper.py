@@ -27,12 +27,12 @@ import pyarrow.compute as pc
 from pydantic import ValidationError
 
 from functions.clients import endpoint as endpoint_client
-from functions.clients import pipeline
+from functions.clients import kube, pipeline
 from functions.clients.kube import ResourceReader
 from functions.codecs import exposition, records
 from functions.errors import FieldError, InvalidInput, field_errors
 from functions.logs import get_logger
-from functions.models.crs import API, DatabaseConfig, ExporterScraperConfig, Generic, ScraperConfig
+from functions.models.crs import API, ExporterScraperConfig, Generic, ScraperConfig
 from functions.models.k8s import ObjectRef, now_rfc3339, secret_data
 from functions.models.refs import ConfigRef
 from functions.settings import CollectionSettings
@@ -122,15 +122,8 @@ def load_plan(ref: ConfigRef, reader: ResourceReader) -> ScrapePlan | None:
 def _upload_target(reader: ResourceReader, plan: ScrapePlan, settings: CollectionSettings) -> pipeline.UploadTarget:
     """DatabaseConfig + Secret are re-read every cycle, as Krateo does."""
     ref = plan.database
-    body = reader.get(DatabaseConfig.KIND, ref.namespace, ref.name)
-    if body is None:
-        raise InvalidInput(f"DatabaseConfig {ref.namespace}/{ref.name} not found", [FieldError("scraperDatabaseConfigRef", "not found")])
-    dbc = DatabaseConfig.model_validate(body)
-    sel = dbc.spec.password_secret_ref
-    secret = reader.get_secret(sel.namespace, sel.name)
-    if secret is None or sel.key not in secret_data(secret):
-        raise InvalidInput(f"password Secret {sel.namespace}/{sel.name} key {sel.key!r} not found", [FieldError("passwordSecretRef", "not found")])
-    return pipeline.UploadTarget(settings.dbhandler_url, dbc.spec.username, secret_data(secret)[sel.key])
+    user, password = kube.database_credentials(reader, ref.namespace, ref.name, "scraperDatabaseConfigRef")
+    return pipeline.UploadTarget(settings.dbhandler_url, user, password)
 
 
 def _read(plan: ScrapePlan, ref: ConfigRef, tmp: BinaryIO, reader: ResourceReader, settings: CollectionSettings) -> tuple[bool, Iterator[pa.RecordBatch] | None]:
