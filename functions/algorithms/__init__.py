@@ -1,0 +1,1 @@
+"""Pure decision algorithms (optimization windows, carbon-aware placement): no I/O, stdlib only."""
