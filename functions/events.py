@@ -26,6 +26,8 @@ SCRAPE_FAILED = "io.finops.scrape.failed"
 AICOST_USAGE = "io.finops.aicost.usage"
 AICOST_RECORDED = "io.finops.aicost.recorded"
 BUDGET_EXCEEDED = "io.finops.budget.exceeded"
+OPTIMIZATION_COMPUTED = "io.finops.optimization.computed"
+OPTIMIZATION_SKIPPED = "io.finops.optimization.skipped"
 
 CATALOGUE: dict[str, str] = {
     PING: "PingSource tick; data names the config to run: {kind, namespace, name}.",
@@ -38,6 +40,8 @@ CATALOGUE: dict[str, str] = {
     AICOST_USAGE: "An AI/ML cost (GPU time, LLM tokens or a known cost); data = functions.models.aicost.AICostUsage (schemas/aicost-event.json). Single or batched; routed to aicost.",
     AICOST_RECORDED: "Reply of aicost when no budget fired: data {accepted, stored, duplicates, rejected}. Terminal.",
     BUDGET_EXCEEDED: "An AICostBudget crossed a threshold; data {budget, threshold, spend, amount, period, periodStart, periodEnd, scope}. Once per (budget, threshold, period). Terminal here: subscribe your alerting (a Trigger on this type) to it.",
+    OPTIMIZATION_COMPUTED: "The optimizer patched a composition at admission; subject <kind>/<namespace>/<name>, data {operation, rightsizing | placement, reasons}. Terminal: audit and alerting may subscribe.",
+    OPTIMIZATION_SKIPPED: "An admission went through unchanged because the optimizer failed or ran out of time (fail open); data {operation, uid, reason}. Terminal: alerting may subscribe.",
 }
 
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from functions.clients.kube import ResourceReader, StatusWriter
     from functions.storage.snapshots import SnapshotStore
 
-TARGETS = ("exporter", "scraper", "dbhandler", "aicost", "aicost_metrics", "focus_ingest", "notebooks")
+TARGETS = ("exporter", "scraper", "dbhandler", "aicost", "aicost_metrics", "focus_ingest", "notebooks", "optimizer")
 
 
 @functions_framework.http
@@ -141,6 +141,67 @@ def notebooks(request: flask.Request) -> flask.Response:
         return _json(out.body())
 
     return _answer(run)
+
+
+@functions_framework.http
+def optimizer(request: flask.Request) -> flask.Response:
+    """POST AdmissionReview (the compositions' webhook, fail-open); GET /optimize (Krateo's moving-window
+    contract); POST CloudEvent from a PingSource (periodic day-2: label the listed compositions)."""
+    from datetime import UTC, datetime
+
+    from functions.stages import optimizer as stage
+
+    def run() -> flask.Response:
+        path = request.path.rstrip("/")
+        if request.method == "GET" and path in ("", "/healthz"):
+            return _health("optimizer")
+        if request.method == "GET" and path == "/optimize":
+            return _json(stage.optimize_endpoint(request.args, request.headers.get("Authorization"), _optimizer()))
+        if request.headers.get("ce-specversion") or request.mimetype == "application/cloudevents+json":
+            return _json(stage.ping(_event(request).data, _optimizer_labeller(), datetime.now(UTC)))
+        body = request.get_data()
+        try:
+            deps = _optimizer()
+        except Exception as exc:  # noqa: BLE001 - an admission is answered allowed whatever is broken
+            return _json(stage.fail_open(body, f"optimizer not ready: {exc}"))
+        return _json(stage.review(body, deps))
+
+    return _answer(run)
+
+
+@lru_cache(maxsize=1)
+def _optimizer() -> Any:
+    from functions.clients import kube
+    from functions.clients.policy import engine_from_env
+    from functions.models.optimizer import OptimizerSettings
+    from functions.stages import optimizer as stage
+
+    settings = OptimizerSettings.from_env()
+    reader = _reader()
+    carbon = None
+    if settings.carbon_db_url:
+        from functions.clients.db import Database
+
+        db = Database(settings.carbon_db_url, settings.carbon_db_user or None, settings.carbon_db_password or None)
+        carbon = stage.SqlCarbonData(db, settings.carbon_forecast_table, settings.carbon_history_table)
+    publish = None
+    if settings.sink:
+        from functions import events
+        from functions.clients import sink
+
+        def publish(event: Any) -> None:
+            headers, body = events.to_binary(event)
+            sink.post_event(settings.sink, headers, body, retries=1, timeout=5.0)
+
+    objects = kube.KubeObjects(reader) if isinstance(reader, kube.KubeApiReader) else None
+    policy = engine_from_env({"FINOPS_OPA_URL": settings.opa_url, "FINOPS_POLICY_DIR": settings.policy_dir})
+    return stage.Deps(settings=settings, reader=reader, policy=policy, objects=objects, carbon=carbon,
+                      publish=publish, cache=stage.WindowCache(settings.cache_ttl_s))
+
+
+def _optimizer_labeller() -> Any:
+    deps = _optimizer()
+    return deps.objects
 
 
 def _json(body: dict[str, Any]) -> flask.Response:

@@ -14,6 +14,7 @@ def all_settings() -> dict[str, type[_EnvSettings]]:
     from functions.models.aicost import AICostSettings
     from functions.models.focus import FocusSettings
     from functions.models.notebooks import NotebookSettings as NotebookCrSettings
+    from functions.models.optimizer import OptimizerSettings
     from functions.stages.dbhandler.sandbox import NotebookSettings as NotebookRunSettings
 
     return {
@@ -22,6 +23,7 @@ def all_settings() -> dict[str, type[_EnvSettings]]:
         "notebooks (Notebook CRs)": NotebookCrSettings,
         "dbhandler (notebook runs)": NotebookRunSettings,
         "aicost, aicost_metrics": AICostSettings,
+        "optimizer": OptimizerSettings,
     }
 
 

@@ -266,3 +266,42 @@ def database_credentials(reader: ResourceReader, namespace: str, name: str, loc:
         raise InvalidInput(f"password Secret {sel.namespace}/{sel.name} key {sel.key!r} not found",
                            [FieldError(f"{loc}.passwordSecretRef", "not found")])
     return dbc.spec.username, data[sel.key]
+
+
+class KubeObjects:
+    """Any namespaced custom object by apiVersion and plural (compositions, Azure VMs): the optimizer's
+    view of the cluster, outside the finops kinds the readers know. Errors as in KubeApiReader."""
+
+    def __init__(self, reader: KubeApiReader | None = None) -> None:
+        self._reader = reader or KubeApiReader()
+
+    def get_resource(self, api_version: str, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        group, version = _group_version(api_version)
+        return self._reader._call(lambda c: c.CustomObjectsApi(self._reader._client()).get_namespaced_custom_object(
+            group, version, namespace, plural, name), f"{plural}/{namespace}/{name}")
+
+    def list_resources(self, api_version: str, plural: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        group, version = _group_version(api_version)
+
+        def read(c: Any) -> Any:
+            api = c.CustomObjectsApi(self._reader._client())
+            if namespace:
+                return api.list_namespaced_custom_object(group, version, namespace, plural)
+            return api.list_cluster_custom_object(group, version, plural)
+
+        result = self._reader._call(read, f"{plural} list", "list")
+        return list((result or {}).get("items", []))
+
+    def set_label(self, api_version: str, plural: str, namespace: str, name: str, key: str, value: str) -> None:
+        """A merge patch of one label (Krateo's `kubectl label --overwrite`)."""
+        group, version = _group_version(api_version)
+        body = {"metadata": {"labels": {key: value}}}
+        self._reader._call(lambda c: c.CustomObjectsApi(self._reader._client()).patch_namespaced_custom_object(
+            group, version, namespace, plural, name, body), f"{plural}/{namespace}/{name}", "patch")
+
+
+def _group_version(api_version: str) -> tuple[str, str]:
+    group, _, version = api_version.rpartition("/")
+    if not group or not version:
+        raise InvalidInput(f"not a group/version: {api_version!r}", [FieldError("apiVersion", "expected <group>/<version>")])
+    return group, version
