@@ -17,6 +17,7 @@ import re
 import shlex
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -171,3 +172,59 @@ def _probe(name: str, port: int, proc: subprocess.Popen[bytes], state: Path) -> 
         except httpx.HTTPError:
             time.sleep(0.1)
     pytest.fail(f"{name} did not answer within 60s")
+
+
+def _webhook_deployment() -> dict[str, Any]:
+    path = ROOT / "knative" / "base" / "50-optimizer-webhook.yaml"
+    return next(d for d in yaml.safe_load_all(path.read_text(encoding="utf-8"))
+                if isinstance(d, dict) and d.get("kind") == "Deployment")
+
+
+def test_the_webhook_deployment_serves_admission_reviews_over_tls(tmp_path: Path) -> None:
+    """The Deployment's own command (gunicorn + TLS + the optimizer app), a self-signed certificate in
+    place of cert-manager's, the image's and the container's environment; a review over HTTPS."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed: no certificate to serve the webhook with")
+    tls = tmp_path / "tls"
+    tls.mkdir()
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=optimizer-webhook.finops.svc",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(tls / "tls.key"), "-out", str(tls / "tls.crt")],
+                   check=True, capture_output=True, timeout=60)
+    container = _webhook_deployment()["spec"]["template"]["spec"]["containers"][0]
+    port = _free_port()
+    command = [arg.replace("/tls/", f"{tls}/").replace("0.0.0.0:8443", f"127.0.0.1:{port}")
+               .replace("/app/functions/main.py", str(ROOT / "functions" / "main.py")) for arg in container["command"]]
+    command[0] = str(Path(sys.executable).parent / command[0])
+    env = {**image_env(), "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}", "HOME": str(tmp_path),
+           "FINOPS_STATE_DIR": str(tmp_path / "state")}
+    env.update({e["name"]: str(e["value"]) for e in container["env"]})
+    review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+              "request": {"uid": "tls-1", "operation": "UPDATE",
+                          "object": {"apiVersion": "composition.krateo.io/v1-0-0", "kind": "VmAzure", "metadata": {"name": "x"}}}}
+    trust = ssl.create_default_context(cafile=str(tls / "tls.crt"))
+    with (tmp_path / "log.txt").open("wb") as log:
+        proc = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                if proc.poll() is not None:
+                    pytest.fail(f"the webhook exited with {proc.returncode}: {(tmp_path / 'log.txt').read_text()[-2000:]}")
+                try:
+                    probe = httpx.get(f"https://127.0.0.1:{port}/", verify=trust, timeout=5)
+                    break
+                except httpx.HTTPError:
+                    if time.monotonic() > deadline:
+                        pytest.fail("the webhook did not answer over TLS within 60 s")
+                    time.sleep(0.2)
+            assert probe.status_code == 200
+            answer = httpx.post(f"https://127.0.0.1:{port}/", json=review, verify=trust, timeout=30)
+            assert answer.status_code == 200
+            assert answer.json()["response"]["uid"] == "tls-1" and answer.json()["response"]["allowed"] is True
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

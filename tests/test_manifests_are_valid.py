@@ -6,12 +6,17 @@ Validators (each shown to fail on a deliberately broken manifest):
   strict walk over the same models (unknown fields) and the fields Knative requires;
 - our CRs (crds/examples): the generated CRD's openAPIV3Schema (jsonschema) plus a check for fields the
   API server would silently prune, and the pydantic models;
-- KafkaSource: a strict model of the fields we use, written from the Knative documentation.
+- KafkaSource: a strict model of the fields we use, written from the Knative documentation;
+- cert-manager kinds (Issuer, Certificate: the optimizer webhook's serving certificate): the cloudcoil
+  cert-manager models plus the same strict walk and required fields.
 Cases: every file of knative/, eventsources/ (incl. kafka/), crds/ and crds/examples; every rendered
 kustomization (when `kubectl` exists); every knative/*.yaml listed in its kustomization; Triggers route
 to existing Services whose FUNCTION_TARGET is a target of functions.main; every event type of
 functions.events.CATALOGUE is consumed by a Trigger or documented as terminal; RBAC covers every kind the
-bridge watches and never lists Secrets; every Service of ours has resources and probes.
+bridge watches and never lists Secrets; every Service of ours has resources and probes; the optimizer's
+MutatingWebhookConfiguration (CREATE and UPDATE, failurePolicy Ignore, a timeout above the optimizer's
+own budget) reaches a TLS Service whose Deployment runs the optimizer target with the certificate
+cert-manager injects.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ OURS = {"20-services.yaml"}  # Services whose resources/probes this issue owns
 
 with warnings.catch_warnings():  # cloudcoil's generated models shadow attributes (UserWarning at import)
     warnings.simplefilter("ignore")
+    from cloudcoil.models.cert_manager import v1 as cert_manager_v1
     from cloudcoil.models.knative_eventing.eventing import v1 as eventing_v1
     from cloudcoil.models.knative_eventing.sources import v1 as sources_v1
     from cloudcoil.models.knative_serving.serving import v1 as serving_v1
@@ -52,12 +58,18 @@ KNATIVE: dict[tuple[str, str], type[BaseModel]] = {
     ("sources.knative.dev/v1", "PingSource"): sources_v1.PingSource,
     ("sources.knative.dev/v1", "SinkBinding"): sources_v1.SinkBinding,
 }
-REQUIRED: dict[str, list[str]] = {  # from the Knative API reference
+CERT_MANAGER: dict[tuple[str, str], type[BaseModel]] = {  # the optimizer webhook's serving certificate
+    ("cert-manager.io/v1", "Issuer"): cert_manager_v1.Issuer,
+    ("cert-manager.io/v1", "Certificate"): cert_manager_v1.Certificate,
+}
+REQUIRED: dict[str, list[str]] = {  # from the Knative and cert-manager API references
     "Service": ["metadata.name", "spec.template.spec.containers"],
     "Broker": ["metadata.name"],
     "Trigger": ["metadata.name", "spec.broker", "spec.subscriber"],
     "PingSource": ["metadata.name", "spec.sink"],
     "SinkBinding": ["metadata.name", "spec.subject", "spec.sink"],
+    "Issuer": ["metadata.name"],
+    "Certificate": ["metadata.name", "spec.secretName", "spec.issuerRef.name"],
 }
 DESTINATIONS = ("sink", "subscriber", "deadLetterSink")
 
@@ -129,6 +141,8 @@ def validate(doc: dict[str, Any]) -> list[str]:
     api, kind = str(doc.get("apiVersion", "")), str(doc.get("kind", ""))
     if (api, kind) in KNATIVE:
         return validate_knative(doc)
+    if (api, kind) in CERT_MANAGER:
+        return _validate_with_model(CERT_MANAGER[(api, kind)], doc)
     if kind == "KafkaSource":
         return _pydantic_errors(KafkaSource, doc)
     if api.split("/")[0] in bridge.GROUPS:
@@ -142,13 +156,18 @@ def validate(doc: dict[str, Any]) -> list[str]:
     return []
 
 
-def validate_knative(doc: dict[str, Any]) -> list[str]:
-    model = KNATIVE[(doc["apiVersion"], doc["kind"])]
+def _validate_with_model(model: type[BaseModel], doc: dict[str, Any]) -> list[str]:
+    """cloudcoil's lenient model (types), a strict walk (unknown fields) and the required fields."""
     errors = _pydantic_errors(model, doc)
     errors += strict_keys(model, doc, "")
     for path in REQUIRED[doc["kind"]]:
         if _get(doc, path) in (None, "", [], {}):
             errors.append(f"{path}: required")
+    return errors
+
+
+def validate_knative(doc: dict[str, Any]) -> list[str]:
+    errors = _validate_with_model(KNATIVE[(doc["apiVersion"], doc["kind"])], doc)
     for path, node in _nodes(doc):
         if path.rsplit(".", 1)[-1] in DESTINATIONS and isinstance(node, dict):
             if not node.get("ref") and not node.get("uri"):
@@ -292,7 +311,7 @@ def test_every_kustomization_renders_valid_manifests(folder: str) -> None:
     if folder == "knative/base":  # the kustomization gives every Knative Service a bound ServiceAccount
         accounts = {d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"}
         for d in docs:
-            if d["kind"] == "Service":
+            if d["kind"] == "Service" and d["apiVersion"] == "serving.knative.dev/v1":
                 assert d["spec"]["template"]["spec"].get("serviceAccountName") in accounts, d["metadata"]["name"]
 
 
@@ -381,6 +400,44 @@ def test_our_services_have_resources_probes_and_scale_to_zero(name: str) -> None
         assert container["securityContext"]["runAsNonRoot"] is True
 
 
+def _kinds(kind: str) -> list[dict[str, Any]]:
+    return [d for d in all_docs("knative/base") if d["kind"] == kind]
+
+
+def test_the_optimizer_webhook_is_fail_open_and_reaches_the_optimizer_target() -> None:
+    (config,) = _kinds("MutatingWebhookConfiguration")
+    (hook,) = config["webhooks"]
+    assert {op for r in hook["rules"] for op in r["operations"]} == {"CREATE", "UPDATE"}
+    assert hook["failurePolicy"] == "Ignore" and hook["sideEffects"] == "None"
+    assert hook["admissionReviewVersions"] == ["v1"]
+    target = hook["clientConfig"]["service"]
+    (svc,) = [d for d in _kinds("Service") if d["apiVersion"] == "v1" and d["metadata"]["name"] == target["name"]]
+    assert target["namespace"] == "finops" and target["port"] in [p["port"] for p in svc["spec"]["ports"]]
+    (dep,) = [d for d in _kinds("Deployment")
+              if d["spec"]["template"]["metadata"]["labels"].items() >= svc["spec"]["selector"].items()]
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["FUNCTION_TARGET"] == "optimizer" and "optimizer" in TARGETS
+    assert f"target='{env['FUNCTION_TARGET']}'" in container["command"][-1]
+    assert 0 < float(env["FINOPS_OPTIMIZER_BUDGET_S"]) < hook["timeoutSeconds"] <= 10, "answer inside the timeout"
+    assert dep["spec"]["template"]["spec"]["serviceAccountName"] == "finops-optimizer"
+    # TLS: cert-manager's CA injector fills caBundle from the Certificate the Deployment mounts
+    ns, _, cert_name = config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"].partition("/")
+    (cert,) = [d for d in _kinds("Certificate") if d["metadata"]["name"] == cert_name]
+    assert ns == "finops" and f"{target['name']}.finops.svc" in cert["spec"]["dnsNames"]
+    mounted = {v["secret"]["secretName"] for v in dep["spec"]["template"]["spec"]["volumes"] if "secret" in v}
+    assert cert["spec"]["secretName"] in mounted
+    issuers = {d["metadata"]["name"] for d in _kinds("Issuer")}
+    assert cert["spec"]["issuerRef"]["name"] in issuers
+
+
+def test_the_optimizer_reads_compositions_and_named_secrets_only() -> None:
+    assert _allowed("finops-optimizer", "", "secrets") == {"get"}
+    assert _allowed("finops-optimizer", "composition.krateo.io", "*") == {"get", "list", "patch"}
+    assert _allowed("finops-optimizer", "compute.azure.com", "virtualmachines") == {"get"}
+    assert not any("*" in r["verbs"] or "*" in r["apiGroups"] for r in _rules("finops-optimizer"))
+
+
 # ---- each validator fails on a broken manifest ------------------------------------------------------
 
 
@@ -429,6 +486,18 @@ def _broken() -> Iterator[Any]:
     kafka = _doc("eventsources/kafka/kafkasource.yaml", "KafkaSource")
     kafka["spec"]["initialOffset"] = "oldest"
     yield pytest.param(kafka, "initialOffset", id="kafka-bad-offset")
+    hook = _doc("knative/base/50-optimizer-webhook.yaml", "MutatingWebhookConfiguration")
+    hook["webhooks"][0]["timeout"] = hook["webhooks"][0].pop("timeoutSeconds")
+    yield pytest.param(hook, "timeout", id="webhook-unknown-field")
+    hook = _doc("knative/base/50-optimizer-webhook.yaml", "MutatingWebhookConfiguration")
+    hook["webhooks"][0]["timeoutSeconds"] = "5s"
+    yield pytest.param(hook, "timeoutSeconds", id="webhook-type")
+    cert = _doc("knative/base/50-optimizer-webhook.yaml", "Certificate")
+    cert["spec"]["dnsName"] = cert["spec"].pop("dnsNames")
+    yield pytest.param(cert, "spec.dnsName", id="cert-manager-unknown-field")
+    cert = _doc("knative/base/50-optimizer-webhook.yaml", "Certificate")
+    del cert["spec"]["secretName"]
+    yield pytest.param(cert, "secretName", id="cert-manager-required-field")
 
 
 @pytest.mark.parametrize(("doc", "where"), list(_broken()))
