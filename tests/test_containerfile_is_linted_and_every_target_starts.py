@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from dbhandler_server import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTAINERFILE = ROOT / "Containerfile"
@@ -153,12 +154,7 @@ def test_every_declared_target_starts_as_its_service_would(tmp_path: Path) -> No
         assert not bad, f"readiness probe GET / failed: {bad}"
     finally:
         for _name, _port, proc, log, _state in running:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
             log.close()
 
 
@@ -222,9 +218,4 @@ def test_the_webhook_deployment_serves_admission_reviews_over_tls(tmp_path: Path
             assert answer.status_code == 200
             assert answer.json()["response"]["uid"] == "tls-1" and answer.json()["response"]["allowed"] is True
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
