@@ -10,7 +10,9 @@ Cases:
 - failures are ours: a missing/empty/broken policy dir, a missing opa_bindings package, an
   unreachable or misbehaving OPA server -> Unavailable with a clear message;
 - `engine_from_env` picks the server by FINOPS_OPA_URL, else one cached embedded engine per dir;
-- one engine shared by threads gives every thread the right answer;
+- one engine shared by threads gives every thread the right answer, and so does a pool of engines;
+- the cheap `applies` query agrees with the decision's `applies` (embedded, and at the server's
+  `/v1/data/finops/optimizer/applies`);
 - against a real OPA server only when FINOPS_TEST_OPA_URL is set (no opa binary here).
 """
 
@@ -354,3 +356,39 @@ def test_a_real_opa_server_decides_like_the_embedded_engine(opa: EmbeddedOpa) ->
                  request("CREATE", placement=GREEN, allowed=["swedencentral"])):
         assert server.decide(case) == opa.decide(case)
     server.close()
+
+
+@pytest.mark.parametrize("the_input", [
+    request("UPDATE", items=[item("a", -40)]),
+    request("CREATE"),
+    request("DELETE"),
+    {**request("UPDATE"), "object": {**VM, "kind": "Other"}},
+    {**request("UPDATE"), "object": {**VM, "metadata": {**VM["metadata"], "labels": {"finops.krateo.io/optimize": "false"}}}},
+], ids=["update", "create", "delete", "unlisted", "opted-out"])
+def test_the_cheap_applies_query_agrees_with_the_decision(opa: EmbeddedOpa, the_input: dict[str, Any]) -> None:
+    assert opa.applies(the_input) is opa.decide(the_input)["applies"]
+
+
+def test_opa_server_asks_applies_at_its_own_path(opa: EmbeddedOpa) -> None:
+    def data_api(seen: Seen) -> Reply:
+        body = json.loads(seen.body)
+        return Reply(200, json.dumps({"result": opa.applies(body["input"])}).encode(), {"Content-Type": "application/json"})
+
+    with serve(data_api) as origin:
+        server = OpaServer(origin.url)
+        assert server.applies(request("UPDATE")) is True
+        assert server.applies({**request("UPDATE"), "object": {**VM, "kind": "Other"}}) is False
+        server.close()
+    assert [s.path for s in origin.seen] == ["/v1/data/finops/optimizer/applies"] * 2
+
+
+def test_several_engines_evaluate_concurrently_and_agree(opa: EmbeddedOpa) -> None:
+    the_input = request("UPDATE", items=[item(f"vm{i}", -10 - i) for i in range(10)])
+    expected = opa.decide(the_input)
+    pooled = EmbeddedOpa(POLICIES, engines=3)
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(lambda _: pooled.decide(the_input), range(60)))
+        assert all(a == expected for a in answers)
+    finally:
+        pooled.close()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import threading
 from collections.abc import Iterator, Mapping
@@ -48,12 +49,17 @@ INSTALL_HINT = (
 ERROR_BODY_CHARS = 2048
 # One fixed query (the bindings cache a prepared query per distinct string).
 _QUERY = f"result := {{\"applies\": data.{PACKAGE}.applies, \"decision\": data.{PACKAGE}.decision}}"
+_APPLIES_QUERY = f"result := data.{PACKAGE}.applies"  # ≈0.16 ms, where the decision with 10 items is ≈1.1 ms
 _PACKAGE_LINE = re.compile(r"^package\s+([A-Za-z_][\w.]*)", re.MULTILINE)
 _TEST_RULE = re.compile(r"^(test_\w+)\b", re.MULTILINE)
 
 
 class PolicyEngine(Protocol):
     """Anything that evaluates data.finops.optimizer for an input."""
+
+    def applies(self, input: Mapping[str, Any]) -> bool:
+        """`data.finops.optimizer.applies` alone: cheap, asked before any data is fetched."""
+        ...
 
     def decide(self, input: Mapping[str, Any]) -> dict[str, Any]:
         """`{"applies": bool, "decision": {"mutate", "rightsizing", "placement", "reasons"}}`."""
@@ -116,14 +122,21 @@ def _bindings() -> Any:
 class EmbeddedOpa:
     """The OPA Go engine in-process, loaded once from a policy directory; safe to share between threads.
 
-    Thread safety: the bindings serialise every evaluation of one engine with their own lock, and this
-    class configures its engine (policies, data) only in `__init__`, before it is shared.
+    Thread safety: the bindings serialise every evaluation of one engine with their own lock; this class
+    keeps a few engines (each loaded alike in `__init__`, before it is shared) and lends one per call.
     """
 
-    def __init__(self, policy_dir: Path | str | None = None) -> None:
+    def __init__(self, policy_dir: Path | str | None = None, engines: int | None = None) -> None:
         self.policy_dir = Path(policy_dir) if policy_dir is not None else resolve_policy_dir()
         self._opa = _bindings()
-        self._engine = self._load(tests=False)
+        # The bindings serialise the evaluations of one engine (and release the GIL while the Go engine
+        # runs): a few engines let concurrent admissions evaluate in parallel.
+        count = engines if engines is not None else max(2, min(4, os.cpu_count() or 2))
+        self._engines = [self._load(tests=False) for _ in range(count)]
+        self._engine = self._engines[0]
+        self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        for engine in self._engines:
+            self._idle.put(engine)
 
     def _load(self, *, tests: bool) -> Any:
         root = self.policy_dir
@@ -151,17 +164,28 @@ class EmbeddedOpa:
 
     def decide(self, input: Mapping[str, Any]) -> dict[str, Any]:
         where = f"embedded OPA ({self.policy_dir})"
+        bindings = self._eval(_QUERY, input, where)
+        if not bindings or "result" not in bindings[0]:
+            raise Unavailable(f"{where}: data.{PACKAGE}.applies is undefined: is package {PACKAGE} loaded?")
+        return _normalise(bindings[0]["result"], where)
+
+    def applies(self, input: Mapping[str, Any]) -> bool:
+        bindings = self._eval(_APPLIES_QUERY, input, f"embedded OPA ({self.policy_dir})")
+        return bool(bindings) and bindings[0].get("result") is True
+
+    def _eval(self, query: str, input: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
+        engine = self._idle.get()
         try:
-            bindings = self._engine.eval_query(_QUERY, dict(input))
+            result: list[dict[str, Any]] = engine.eval_query(query, dict(input))
+            return result
         except self._opa.OpaError as exc:
             if getattr(exc, "code", "") == "invalid_argument":
                 raise InvalidInput(f"policy input is not valid JSON text: {exc.message}") from exc
             raise Unavailable(f"{where}: evaluation failed: {exc}") from exc
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"policy input is not JSON: {exc}") from exc
-        if not bindings or "result" not in bindings[0]:
-            raise Unavailable(f"{where}: data.{PACKAGE}.applies is undefined: is package {PACKAGE} loaded?")
-        return _normalise(bindings[0]["result"], where)
+        finally:
+            self._idle.put(engine)
 
     def run_tests(self) -> dict[str, bool]:
         """Every `test_*` rule of the `*_test.rego` files, evaluated on a separate engine: {"pkg.rule": passed}.
@@ -194,7 +218,8 @@ class EmbeddedOpa:
             return False
 
     def close(self) -> None:
-        self._engine.close()
+        for engine in self._engines:
+            engine.close()
 
 
 def _log_print(message: str, location: str) -> None:
@@ -213,14 +238,23 @@ class OpaServer:
         self._timeout = timeout
 
     def decide(self, input: Mapping[str, Any]) -> dict[str, Any]:
-        where = f"POST {self.url}"
+        answer = self._post(self.url, input)
+        if "result" not in answer:
+            raise Unavailable(f"POST {self.url}: data.{PACKAGE} is undefined: is package {PACKAGE} loaded?")
+        return _normalise(answer["result"], f"POST {self.url}")
+
+    def applies(self, input: Mapping[str, Any]) -> bool:
+        return self._post(self.url + "/applies", input).get("result") is True
+
+    def _post(self, url: str, input: Mapping[str, Any]) -> dict[str, Any]:
+        where = f"POST {url}"
         try:
             body = json.dumps({"input": dict(input)})
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"policy input is not JSON: {exc}") from exc
         try:
             response = self._client.post(
-                self.url, content=body, timeout=self._timeout,
+                url, content=body, timeout=self._timeout,
                 headers={"Content-Type": "application/json", "Accept": "application/json"},
             )
         except httpx.HTTPError as exc:
@@ -231,9 +265,9 @@ class OpaServer:
             answer = response.json()
         except ValueError as exc:
             raise Unavailable(f"{where}: the answer is not JSON: {exc}") from exc
-        if not isinstance(answer, dict) or "result" not in answer:
-            raise Unavailable(f"{where}: data.{PACKAGE} is undefined: is package {PACKAGE} loaded?")
-        return _normalise(answer["result"], where)
+        if not isinstance(answer, dict):
+            raise Unavailable(f"{where}: the answer is not a JSON object")
+        return answer
 
     def close(self) -> None:
         self._client.close()

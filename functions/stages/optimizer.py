@@ -213,9 +213,9 @@ def _decide(req: model.AdmissionRequest, deps: Deps) -> Decision:
                    "metadata": {k: (meta or {}).get(k) for k in ("name", "namespace", "labels", "annotations")}},
         "proposals": {"rightsizing": [], "placement": None, "allowed_regions": []},
     }
-    first = deps.policy.decide(policy_input)
-    if not first.get("applies"):
-        return Decision([], list((first.get("decision") or {}).get("reasons") or ["not a composition this optimizer handles"]), {})
+    if not deps.policy.applies(policy_input):  # cheap; the reasons are asked for only on this rare path
+        reasons = (deps.policy.decide(policy_input).get("decision") or {}).get("reasons")
+        return Decision([], list(reasons or ["not a composition this optimizer handles"]), {})
     notes: list[str] = []
     if req.operation == "UPDATE":
         items, notes = rightsizing(obj, deps)
