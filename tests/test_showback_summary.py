@@ -29,7 +29,7 @@ ROWS = list(focus_rows(1500, seed=11))
 
 def _load(db: Database) -> None:
     db.execute(tables.table_ddl("demo_cost", "cost"))
-    db.execute(tables.table_ddl("demo_usage", "resource"))
+    db.execute(tables.table_ddl("demo_res", "resource"))
     cols = list(FOCUS_1_0_COLUMNS)
 
     def value(col: str, text: str) -> object:
@@ -41,7 +41,7 @@ def _load(db: Database) -> None:
 
     stmt = f"INSERT INTO demo_cost ({', '.join(c.lower() for c in cols)}) VALUES ({', '.join('?' * len(cols))})"
     assert -2 not in db.executemany(stmt, [[value(c, r[c]) for c in cols] for r in ROWS])
-    db.executemany("INSERT INTO demo_usage (resourceid, metricname, timestamp, average, unit) VALUES (?, ?, ?, ?, ?)",
+    db.executemany("INSERT INTO demo_res (resourceid, metricname, timestamp, average, unit) VALUES (?, ?, ?, ?, ?)",
                    [["vm-1", "Percentage CPU", f"2026-10-01T0{h}:00:00Z", 10.0 * h, "Percent"] for h in range(1, 5)])
 
 
@@ -132,6 +132,6 @@ def test_missing_tables_are_reported_not_raised(db: Database) -> None:
 def test_render_prints_every_section(loaded: Database) -> None:
     text = showback.render(showback.summary(loaded))
     for heading in ("Totals by currency", "By provider", "By service", "By team (tags['team'])",
-                    "Untagged share", "Top 10 resources", "Usage per resource (demo_usage)"):
+                    "Untagged share", "Top 10 resources", "Usage per resource (demo_res)"):
         assert heading in text
     assert showback.UNTAGGED in text and "EUR" in text and "USD" in text

@@ -126,8 +126,8 @@ def choose(series: Mapping[str, Sequence[tuple[datetime, float]]], allowed_regio
     baseline = exact(baseline_region, 0) if baseline_region in means and means[baseline_region][0] is not None \
         else mean
     start = datetime.fromtimestamp((first + index) * step_s, UTC)
-    message = (f"start in {region} at {start:%Y-%m-%dT%H:%M}Z: mean {mean:.1f} vs {baseline:.1f} if started "
-               f"now in {baseline_region} ({source}, {width} x {step})")
+    message = (f"mean {mean:.1f} gCO2/kWh over {width} x {step}, vs {baseline:.1f} if started now in "
+               f"{baseline_region} ({source})")
     return Placement(region=region, start=start, mean_intensity=mean, baseline_intensity=baseline,
                      source=source, message=message)
 

@@ -189,6 +189,7 @@ class _Demo:
         sys.stdout.write(showback.render(report) + "\n")
         sys.stdout.flush()
         self._notebook(info, cost_table, report)
+        self._optimize(info, docs, usage_table)
         if self.opts.serve:
             self._serve(stack, info, apis)
         self.progress("done; stopping the stack")
@@ -305,6 +306,22 @@ class _Demo:
             sys.stdout.write(text + "\n")
             sys.stdout.flush()
 
+    def _optimize(self, info: dict[str, Any], docs: list[dict[str, Any]], usage_table: str | None) -> None:
+        """The optimizer webhook asked about a composition of the demo VM (day-2) and a new job (day-1)."""
+        from functions.local import demo_optimizer
+
+        service = info.get("services", {}).get("optimizer")
+        resource_id = _demo_resource_id(docs)
+        if service is None or not usage_table or not resource_id:
+            return
+        try:
+            text = demo_optimizer.run(self.opts.examples, info.get("db", {}), service["url"], self.state, usage_table,
+                                      resource_id, self.progress)
+        except FinopsError as exc:
+            raise DemoFailed("optimizer", exc.message) from exc
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
     def _database(self, info: dict[str, Any]) -> Any:
         from functions.clients.db import connect
 
@@ -374,6 +391,15 @@ def reconcile(csv_path: Path, report: Any) -> str:
         for c, (n, total) in source.items())
     if not same:
         return f"stored (rows, billed) per currency {stored} != source {source}"
+    return ""
+
+
+def _demo_resource_id(docs: list[dict[str, Any]]) -> str:
+    """The VM whose usage the resource config collects (its ResourceId variable)."""
+    for doc in docs:
+        exporter = (doc.get("spec") or {}).get("exporterConfig") or {}
+        if doc.get("kind") == "ExporterScraperConfig" and str(exporter.get("metricType", "")).lower() == "resource":
+            return str((exporter.get("additionalVariables") or {}).get("ResourceId", ""))
     return ""
 
 

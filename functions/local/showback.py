@@ -115,7 +115,7 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def summary(db: _Sql, *, cost_table: str = "demo_cost", resource_table: str | None = "demo_usage",
+def summary(db: _Sql, *, cost_table: str = "demo_cost", resource_table: str | None = "demo_res",
             top: int = 10, ai_table: str | None = None) -> Showback:
     """Read the showback from the tables; a missing table or refused query becomes a `problems` line."""
     cost = valid_table_name(cost_table)

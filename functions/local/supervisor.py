@@ -112,6 +112,10 @@ def function_env(fn: Function, urls: dict[str, str], state_dir: Path, broker_url
         "FINOPS_DB_MODE": "embedded",
         "FINOPS_DB_PATH": str(state_dir / "db" / "finops.duckdb"),
         "FINOPS_DB_USERS": json.dumps(db_users),
+        # the optimizer reads carbon intensity from the same embedded database (its /_sql)
+        "FINOPS_CARBON_DB_URL": urls.get("dbhandler", ""),
+        "FINOPS_CARBON_DB_USER": next(iter(db_users), ""),
+        "FINOPS_CARBON_DB_PASSWORD": next(iter(db_users.values()), ""),
     }
 
 
