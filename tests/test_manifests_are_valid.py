@@ -13,7 +13,8 @@ Cases: every file of knative/, eventsources/ (incl. kafka/), crds/ and crds/exam
 kustomization (when `kubectl` exists); every knative/*.yaml listed in its kustomization; Triggers route
 to existing Services whose FUNCTION_TARGET is a target of functions.main; every event type of
 functions.events.CATALOGUE is consumed by a Trigger or documented as terminal; RBAC covers every kind the
-bridge watches and never lists Secrets; every Service of ours has resources and probes; the optimizer's
+bridge watches and never lists Secrets; every function Service has resources, probes, a restricted
+securityContext and scales to zero; the optimizer's
 MutatingWebhookConfiguration (CREATE and UPDATE, failurePolicy Ignore, a timeout above the optimizer's
 own budget) reaches a TLS Service whose Deployment runs the optimizer target with the certificate
 cert-manager injects.
@@ -42,7 +43,6 @@ from functions.models.registry import all_kinds
 ROOT = Path(__file__).resolve().parent.parent
 K8S_VERSION = "1.32"
 KUSTOMIZATIONS = ["knative/base", "eventsources", "eventsources/kafka", "knative/overlays/local"]
-OURS = {"20-services.yaml"}  # Services whose resources/probes this issue owns
 
 with warnings.catch_warnings():  # cloudcoil's generated models shadow attributes (UserWarning at import)
     warnings.simplefilter("ignore")
@@ -387,9 +387,8 @@ def test_rbac_is_least_privilege_and_covers_every_watched_kind() -> None:
         assert not any("*" in r["verbs"] or "*" in r["resources"] for r in _rules(role))
 
 
-@pytest.mark.parametrize("name", [d["metadata"]["name"] for f in OURS for d in docs_of(ROOT / "knative" / "base" / f)
-                                  if d["kind"] == "Service"])
-def test_our_services_have_resources_probes_and_scale_to_zero(name: str) -> None:
+@pytest.mark.parametrize("name", sorted(n for n, d in _services().items() if "FUNCTION_TARGET" in _env(d)))
+def test_every_function_service_has_resources_probes_and_scales_to_zero(name: str) -> None:
     svc = _services()[name]
     template = svc["spec"]["template"]
     assert template["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"] == "0"
