@@ -15,7 +15,8 @@ Cases:
   no patch and a warning naming the annotation;
 - a kind the policy does not list, DELETE, malformed bodies (not JSON, no request, no uid, wrong kind):
   allowed, no patch, HTTP 200, uid echoed when there is one;
-- an unreachable database handler and one that never answers: allowed, no patch, within the budget;
+- an unreachable database handler, one that never answers, a missing endpoint Secret: allowed, no
+  patch (the previous spec.optimization is kept, where Krateo writes "[]"), within the budget;
 - GET /optimize keeps Krateo's contract (one object, the caller's Basic credentials forwarded);
   missing parameters or credentials -> 400 naming them;
 - an optimizer whose policies cannot load still answers allowed (fail open).
@@ -255,9 +256,7 @@ def test_an_unusable_database_handler_never_blocks(stack: Stack, db_config: str)
     obj = composition({"finops.krateo.io/resource-ids": VM1}, db_config=db_config)
     answer, elapsed = stack.review("UPDATE", obj, uid=f"u-{db_config}")
     assert elapsed < BUDGET_S + 5, "answered inside the webhook timeout"
-    assert answer["response"]["uid"] == f"u-{db_config}"
-    if "patch" in answer["response"]:  # the handler is down: Krateo writes "[]", so do we
-        assert patch_of(answer) == [{"op": "add", "path": "/spec/optimization", "value": "[]"}]
+    assert_allowed_unchanged(answer, f"u-{db_config}")  # Krateo would write "[]" over good windows
     assert answer["response"]["warnings"]
 
 

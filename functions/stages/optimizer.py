@@ -16,7 +16,8 @@ Side effects: none on the admission path (sideEffects: None): windows are cached
 Idempotency: an admission is a pure function of the object, the data and the policy; a repeated
              review gets the same patch (cached windows), a repeated ping only bumps a label again.
 Never blocks: every failure, malformed review and timeout (FINOPS_OPTIMIZER_BUDGET_S, under the
-             webhook's timeoutSeconds) answers `allowed: true` without a patch, with the reason in the
+             webhook's timeoutSeconds) answers `allowed: true` without a patch (so a usage read that fails
+             never overwrites the previous spec.optimization), with the reason in the
              logs, the answer's warnings and an event. A computation cut short keeps running and fills
              the cache, so the next UPDATE of the same composition is answered from it.
 """
@@ -257,15 +258,18 @@ def rightsizing(obj: dict[str, Any], deps: Deps) -> tuple[list[dict[str, Any]], 
     source = model.usage_source(obj)
     endpoint = _handler_endpoint(source, deps)
     items: list[dict[str, Any]] = []
+    failed: list[str] = []
     for rid in ids:
         try:
             found = windows(endpoint, source.table, rid, deps)
         except FinopsError as exc:
-            notes.append(f"{rid}: {exc.message}")
+            failed.append(f"{rid}: {exc.message}")
             continue
         if not found:
             notes.append(f"{rid}: no usage data in {source.table}")
         items.extend(found)
+    if failed:  # Krateo would write what it got (even "[]"): a passing outage would erase good windows
+        raise Unavailable(f"usage not readable, spec.optimization kept as it is: {'; '.join(failed)}")
     return items, notes
 
 
@@ -314,8 +318,12 @@ def windows(endpoint: endpoint_client.Endpoint, table: str, resource_id: str, de
     if cached is not None:
         return cached
     payload = usage(endpoint, table, resource_id, deps.settings.usage_notebook, authorization)
+    try:
+        series = moving_window.parse_cyclic(payload)
+    except ValueError as exc:
+        raise Unavailable(f"usage notebook {deps.settings.usage_notebook!r} answered an unexpected shape: {exc}") from exc
     items = [moving_window.optimize(rid, metric, unit, samples, mode)
-             for rid, metric, unit, samples in moving_window.parse_cyclic(payload) if rid == resource_id and samples]
+             for rid, metric, unit, samples in series if rid == resource_id and samples]
     deps.cache.put(key, items)
     return items
 
