@@ -26,7 +26,9 @@ SCRAPE_FAILED = "io.finops.scrape.failed"
 AICOST_USAGE = "io.finops.aicost.usage"
 AICOST_RECORDED = "io.finops.aicost.recorded"
 BUDGET_EXCEEDED = "io.finops.budget.exceeded"
+CR_RECONCILED = "io.finops.cr.reconciled"
 OPTIMIZATION_COMPUTED = "io.finops.optimization.computed"
+OPTIMIZATION_LABELLED = "io.finops.optimization.labelled"
 OPTIMIZATION_SKIPPED = "io.finops.optimization.skipped"
 
 CATALOGUE: dict[str, str] = {
@@ -40,6 +42,8 @@ CATALOGUE: dict[str, str] = {
     AICOST_USAGE: "An AI/ML cost (GPU time, LLM tokens or a known cost); data = functions.models.aicost.AICostUsage (schemas/aicost-event.json). Single or batched; routed to aicost.",
     AICOST_RECORDED: "Reply of aicost when no budget fired: data {accepted, stored, duplicates, rejected}. Terminal.",
     BUDGET_EXCEEDED: "An AICostBudget crossed a threshold; data {budget, threshold, spend, amount, period, periodStart, periodEnd, scope}. Once per (budget, threshold, period). Terminal here: subscribe your alerting (a Trigger on this type) to it.",
+    CR_RECONCILED: "Reply of focus_ingest and notebooks: what one CR event did; subject <kind>/<namespace>/<name>, data {result, ..., status.conditions}. Terminal.",
+    OPTIMIZATION_LABELLED: "Reply of the optimizer to its day-2 ping: the compositions labelled for an UPDATE admission; data {labelled, compositions, value}. Terminal.",
     OPTIMIZATION_COMPUTED: "The optimizer patched a composition at admission; subject <kind>/<namespace>/<name>, data {operation, rightsizing | placement, reasons}. Terminal: audit and alerting may subscribe.",
     OPTIMIZATION_SKIPPED: "An admission went through unchanged because the optimizer failed or ran out of time (fail open); data {operation, uid, reason}. Terminal: alerting may subscribe.",
 }

@@ -6,6 +6,7 @@ built at import time: readers, stores and engines are created on first use and c
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -111,6 +112,7 @@ def _aicost_settings() -> Any:
 @functions_framework.http
 def focus_ingest(request: flask.Request) -> flask.Response:
     """POST CloudEvent io.finops.cr.applied/deleted for a FocusConfig: write or remove its FOCUS row."""
+    from functions import events
     from functions.models.focus import FocusSettings
     from functions.stages import focus_ingest as stage
 
@@ -119,7 +121,7 @@ def focus_ingest(request: flask.Request) -> flask.Response:
             return _health("focus_ingest")
         event = _event(request)
         out = stage.handle(event.type, event.subject, event.data, _reader(), FocusSettings.from_env(), _FOCUS_DBS)
-        return _json(out.body())
+        return _reply(events.CR_RECONCILED, event.subject or out.resource, out.body())
 
     return _answer(run)
 
@@ -130,6 +132,7 @@ _FOCUS_DBS: dict[Any, Any] = {}
 @functions_framework.http
 def notebooks(request: flask.Request) -> flask.Response:
     """POST CloudEvent io.finops.cr.applied/deleted for a Notebook: upload, overwrite or delete it in the handler."""
+    from functions import events
     from functions.models.notebooks import NotebookSettings
     from functions.stages import notebooks as stage
 
@@ -138,7 +141,7 @@ def notebooks(request: flask.Request) -> flask.Response:
             return _health("notebooks")
         event = _event(request)
         out = stage.handle(event.type, event.subject, event.data, _reader(), NotebookSettings.from_env())
-        return _json(out.body())
+        return _reply(events.CR_RECONCILED, event.subject or "Notebook", out.body())
 
     return _answer(run)
 
@@ -149,6 +152,7 @@ def optimizer(request: flask.Request) -> flask.Response:
     contract); POST CloudEvent from a PingSource (periodic day-2: label the listed compositions)."""
     from datetime import UTC, datetime
 
+    from functions import events
     from functions.stages import optimizer as stage
 
     def run() -> flask.Response:
@@ -158,19 +162,34 @@ def optimizer(request: flask.Request) -> flask.Response:
         if request.method == "GET" and path == "/optimize":
             return _json(stage.optimize_endpoint(request.args, request.headers.get("Authorization"), _optimizer()))
         if request.headers.get("ce-specversion") or request.mimetype == "application/cloudevents+json":
-            return _json(stage.ping(_event(request).data, _optimizer_labeller(), datetime.now(UTC)))
+            labelled = stage.ping(_event(request).data, _optimizer_labeller(), datetime.now(UTC))
+            return _reply(events.OPTIMIZATION_LABELLED, "optimizer-day2", labelled)
         body = request.get_data()
         try:
             deps = _optimizer()
         except Exception as exc:  # noqa: BLE001 - an admission is answered allowed whatever is broken
             return _json(stage.fail_open(body, f"optimizer not ready: {exc}"))
+        if not deps.settings.admission:
+            return _json(stage.fail_open(body, "this instance does not serve admissions (FINOPS_OPTIMIZER_ADMISSION=false)"))
         return _json(stage.review(body, deps))
 
     return _answer(run)
 
 
-@lru_cache(maxsize=1)
+_OPTIMIZER: list[Any] = []
+_OPTIMIZER_LOCK = threading.Lock()
+
+
 def _optimizer() -> Any:
+    """The optimizer's dependencies, built once even when the first admissions arrive together."""
+    if not _OPTIMIZER:
+        with _OPTIMIZER_LOCK:
+            if not _OPTIMIZER:
+                _OPTIMIZER.append(_build_optimizer())
+    return _OPTIMIZER[0]
+
+
+def _build_optimizer() -> Any:
     from functions.clients import kube
     from functions.clients.policy import engine_from_env
     from functions.models.optimizer import OptimizerSettings
@@ -307,9 +326,10 @@ def _health(name: str) -> flask.Response:
 
 
 def _empty() -> flask.Response:
+    """Nothing to do: an empty 200 (a body that is not a CloudEvent would fail the delivery in Knative)."""
     import flask
 
-    return flask.Response(b'{"result": "nothing to do"}', 200, content_type="application/json")
+    return flask.Response(b"", 200, headers={"X-Finops-Result": "nothing to do"})
 
 
 def _answer(run: Any) -> flask.Response:

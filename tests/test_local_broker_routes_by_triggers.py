@@ -8,7 +8,9 @@ Cases:
 - a structured-mode event is accepted at ingress; a body that is not a CloudEvent is a 400;
 - without ?wait the broker answers 202 and delivers in the background;
 - 503 is retried per the Trigger's delivery, then dead-lettered to <state>/deadletter.jsonl;
-- 400 is final: one attempt, then dead-lettered; a Service with no local URL is dead-lettered too.
+- 400 is final: one attempt, then dead-lettered; a Service with no local URL is dead-lettered too;
+- a 200 whose body is not a CloudEvent fails the delivery as in Knative (its broker filter answers
+  502): retried, then dead-lettered, the reason saying so; an empty 200 is delivered.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def sinks() -> Iterator[dict[str, Server]]:
 
     with ExitStack() as stack:
         yield {"exporter": stack.enter_context(serve(exporter)),
-               "scraper": stack.enter_context(serve(Reply(200, b'{"rows": 1}', {"content-type": "application/json"})))}
+               "scraper": stack.enter_context(serve(Reply(200)))}  # an empty 200: delivered, no reply
 
 
 @pytest.fixture
@@ -159,3 +161,17 @@ def test_unresolved_service_is_dead_lettered(tmp_path: Path) -> None:
 @pytest.mark.parametrize("text,seconds", [("PT1S", 1.0), ("PT0.5S", 0.5), ("PT1M30S", 90.0), ("P1D", 86400.0)], ids=str)
 def test_iso_durations(text: str, seconds: float) -> None:
     assert parse_iso_duration(text) == seconds
+
+
+def test_a_non_cloudevent_body_fails_the_delivery_as_in_knative(tmp_path: Path) -> None:
+    with serve(Reply(200, b'{"rows": 1}', {"content-type": "application/json"})) as chatty:
+        b = Broker(load_triggers(_fast_triggers(tmp_path)), {"flaky": chatty.url}.get, tmp_path)
+        b.start()
+        try:
+            answer = _post(b, events.new("io.finops.test", "/t", data={"n": 1})).json()
+        finally:
+            b.stop()
+    delivery = answer["deliveries"][0]
+    assert delivery["ok"] is False and delivery["attempts"] == 3 and delivery["dead_lettered"] is True
+    assert "not a CloudEvent" in delivery["error"]
+    assert len(chatty.seen) == 3

@@ -5,7 +5,8 @@ Ingress `POST /` takes a binary or structured CloudEvent (202, delivered in the 
 JSON summary of every delivery (200). Each Trigger whose `filter.attributes` all match exactly
 (type, source, subject, extensions) gets the event in binary mode at its subscriber Service's local URL.
 A 2xx answer that is itself a CloudEvent (ce-type header or structured body) is a reply and is
-published back into the broker, like Knative's. 5xx, 404, 408, 409, 429 and connection errors are
+published back into the broker, like Knative's; a 2xx answer with any other non-empty body is a failed
+delivery (Knative's broker filter answers 502 for it and retries), so functions answer empty or a CloudEvent. 5xx, 404, 408, 409, 429 and connection errors are
 retried per the Trigger's `delivery` (retry, backoffPolicy, backoffDelay); then the event is
 dead-lettered: appended as a JSON line to <state>/deadletter.jsonl. `GET /stats` gives the counters.
 """
@@ -231,9 +232,12 @@ class Broker:
                 if resp.is_success:
                     result.ok = True
                     reply = self._reply(resp, result)
-                    break
-                result.error = resp.text[:500]
-                retriable = resp.status_code >= 500 or resp.status_code in RETRIABLE
+                    if result.ok:
+                        break
+                    retriable = True
+                else:
+                    result.error = resp.text[:500]
+                    retriable = resp.status_code >= 500 or resp.status_code in RETRIABLE
             except httpx.HTTPError as exc:
                 result.status, result.error, retriable = None, f"{type(exc).__name__}: {exc}", True
             if not retriable or result.attempts > trigger.delivery.retry:
@@ -258,6 +262,11 @@ class Broker:
     def _reply(self, resp: httpx.Response, result: Result) -> events.Event | None:
         ctype = resp.headers.get("content-type", "")
         if "ce-type" not in resp.headers and "application/cloudevents" not in ctype:
+            if resp.content:  # Knative's broker filter: 502, retried, then dead-lettered
+                result.ok = False
+                result.error = (f"HTTP {resp.status_code} with a non-empty body that is not a CloudEvent "
+                                "(Knative's broker answers 502 and retries: reply empty or with a CloudEvent): "
+                                f"{resp.text[:200]}")
             return None
         try:
             reply = events.from_http(dict(resp.headers), resp.content)
