@@ -216,6 +216,9 @@ def test_the_webhook_deployment_serves_admission_reviews_over_tls(tmp_path: Path
             assert probe.status_code == 200
             answer = httpx.post(f"https://127.0.0.1:{port}/", json=review, verify=trust, timeout=30)
             assert answer.status_code == 200
-            assert answer.json()["response"]["uid"] == "tls-1" and answer.json()["response"]["allowed"] is True
+            response = answer.json()["response"]
+            assert response["uid"] == "tls-1" and response["allowed"] is True and "patch" not in response
+            # the whole path ran (settings, OPA policies, the composition read), not a fail-open shortcut
+            assert any("no resources to right-size" in w for w in response["warnings"]), response
         finally:
             stop_process(proc)

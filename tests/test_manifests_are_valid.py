@@ -419,7 +419,7 @@ def test_the_optimizer_webhook_is_fail_open_and_reaches_the_optimizer_target() -
     assert env["FUNCTION_TARGET"] == "optimizer" and "optimizer" in TARGETS
     assert f"target='{env['FUNCTION_TARGET']}'" in container["command"][-1]
     assert 0 < float(env["FINOPS_OPTIMIZER_BUDGET_S"]) < hook["timeoutSeconds"] <= 10, "answer inside the timeout"
-    assert dep["spec"]["template"]["spec"]["serviceAccountName"] == "finops-optimizer"
+    assert dep["spec"]["template"]["spec"]["serviceAccountName"] == "finops-optimizer-webhook"
     # TLS: cert-manager's CA injector fills caBundle from the Certificate the Deployment mounts
     ns, _, cert_name = config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"].partition("/")
     (cert,) = [d for d in _kinds("Certificate") if d["metadata"]["name"] == cert_name]
@@ -430,11 +430,21 @@ def test_the_optimizer_webhook_is_fail_open_and_reaches_the_optimizer_target() -
     assert cert["spec"]["issuerRef"]["name"] in issuers
 
 
-def test_the_optimizer_reads_compositions_and_named_secrets_only() -> None:
-    assert _allowed("finops-optimizer", "", "secrets") == {"get"}
-    assert _allowed("finops-optimizer", "composition.krateo.io", "*") == {"get", "list", "patch"}
-    assert _allowed("finops-optimizer", "compute.azure.com", "virtualmachines") == {"get"}
-    assert not any("*" in r["verbs"] or "*" in r["apiGroups"] for r in _rules("finops-optimizer"))
+def test_the_optimizer_webhook_only_reads_and_only_the_ping_labels() -> None:
+    assert _allowed("finops-optimizer-webhook", "", "secrets") == {"get"}
+    assert _allowed("finops-optimizer-webhook", "compute.azure.com", "virtualmachines") == {"get"}
+    assert not _allowed("finops-optimizer-webhook", "composition.krateo.io", "*")
+    assert _allowed("finops-optimizer", "composition.krateo.io", "*") == {"list", "patch"}
+    assert not _allowed("finops-optimizer", "", "secrets")
+    for role in ("finops-optimizer", "finops-optimizer-webhook"):
+        assert not any("*" in r["verbs"] or "*" in r["apiGroups"] for r in _rules(role))
+    service = _services()["optimizer"]
+    assert _env(service)["FINOPS_OPTIMIZER_ADMISSION"] == "false", "admissions only over TLS, at the Deployment"
+
+
+def test_every_function_service_is_cluster_local() -> None:
+    for name, svc in _services().items():
+        assert svc["metadata"]["labels"]["networking.knative.dev/visibility"] == "cluster-local", name
 
 
 # ---- each validator fails on a broken manifest ------------------------------------------------------

@@ -112,6 +112,8 @@ def function_env(fn: Function, urls: dict[str, str], state_dir: Path, broker_url
         "FINOPS_DB_MODE": "embedded",
         "FINOPS_DB_PATH": str(state_dir / "db" / "finops.duckdb"),
         "FINOPS_DB_USERS": json.dumps(db_users),
+        # no API server locally: the optimizer process itself is the admission endpoint (the demo calls it)
+        "FINOPS_OPTIMIZER_ADMISSION": "true",
         # the optimizer reads carbon intensity from the same embedded database (its /_sql)
         "FINOPS_CARBON_DB_URL": urls.get("dbhandler", ""),
         "FINOPS_CARBON_DB_USER": next(iter(db_users), ""),

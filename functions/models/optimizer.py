@@ -50,6 +50,7 @@ class OptimizerSettings(_EnvSettings):
 
     state_dir: Path = Field(default=Path(".state"), alias="FINOPS_STATE_DIR", description="Local state directory (CR store and Secrets when FINOPS_KUBE=local).")
     kube: Literal["local", "cluster"] = Field(default="local", alias="FINOPS_KUBE", description="Where Secrets and managed resources are read: the local store or the Kubernetes API.")
+    admission: bool = Field(default=True, alias="FINOPS_OPTIMIZER_ADMISSION", description="Answer AdmissionReviews (the webhook Deployment); false on the scale-to-zero Service, which serves only GET /optimize and the ping.")
     mode: Literal["legacy", "fixed"] = Field(default="fixed", alias="FINOPS_OPTIMIZER_MODE", description="Moving window: `legacy` reproduces Krateo's output exactly, `fixed` corrects its documented quirks.")
     budget_s: float = Field(default=3.0, alias="FINOPS_OPTIMIZER_BUDGET_S", gt=0, description="Seconds an admission may spend before it is answered allowed without a patch (keep it under the webhook's timeoutSeconds).")
     cache_ttl_s: float = Field(default=900.0, alias="FINOPS_OPTIMIZER_CACHE_TTL_S", ge=0, description="Seconds a computed window (per handler, table, resource, mode) is reused: Krateo recomputes on every UPDATE.")

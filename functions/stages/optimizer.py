@@ -29,7 +29,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -54,6 +54,8 @@ log = get_logger("optimizer")
 OPTIMIZATION_COMPUTED = events.OPTIMIZATION_COMPUTED
 OPTIMIZATION_SKIPPED = events.OPTIMIZATION_SKIPPED
 _TABLE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
+PING_PARALLEL = 8  # compositions labelled at once by the day-2 ping
+EVENT_BACKLOG = 256  # events waiting for a slow sink before new ones are dropped (logged)
 PREFERRED_METRIC = "Percentage CPU"  # GET /optimize answers one object: Krateo's metric when present
 
 
@@ -78,6 +80,7 @@ class WindowCache:
     ttl: float
     max_entries: int = 50_000
     _items: dict[tuple[str, ...], tuple[float, list[dict[str, Any]]]] = field(default_factory=dict)
+    _running: dict[tuple[str, ...], Future[list[dict[str, Any]]]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def get(self, key: tuple[str, ...]) -> list[dict[str, Any]] | None:
@@ -86,6 +89,31 @@ class WindowCache:
         if hit is None or hit[0] < time.monotonic():
             return None
         return hit[1]
+
+    def get_or_compute(self, key: tuple[str, ...], compute: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        """The cached value, else one computation per key at a time: concurrent callers wait for it."""
+        cached = self.get(key)
+        if cached is not None:
+            return cached
+        with self._lock:
+            running = self._running.get(key)
+            leader = running is None
+            if running is None:
+                running = self._running[key] = Future()
+        if not leader:
+            return running.result()
+        try:
+            items = compute()
+        except BaseException as exc:
+            running.set_exception(exc)
+            raise
+        else:
+            self.put(key, items)
+            running.set_result(items)
+            return items
+        finally:
+            with self._lock:
+                self._running.pop(key, None)
 
     def put(self, key: tuple[str, ...], items: list[dict[str, Any]]) -> None:
         if self.ttl <= 0:
@@ -111,7 +139,9 @@ class Deps:
     publish: Callable[[events.Event], None] | None = None
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     cache: WindowCache = field(default_factory=lambda: WindowCache(900.0))
-    pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(8, thread_name_prefix="optimizer"))
+    pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(16, thread_name_prefix="optimizer"))
+    event_pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="optimizer-events"))
+    event_slots: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(EVENT_BACKLOG))
 
 
 @dataclass(frozen=True)
@@ -141,25 +171,34 @@ def review(body: bytes, deps: Deps) -> dict[str, Any]:
         return _skip(api, uid, "", "", f"malformed AdmissionReview ({fields})", deps)
     req = parsed.request
     subject = _subject(req)
-    future = deps.pool.submit(_decide, req, deps)
+    quiet = deps if not req.dry_run else None  # a dry run (kubectl diff) announces nothing
     try:
-        decision = future.result(timeout=max(0.0, deps.settings.budget_s - (time.monotonic() - started)))
-    except FutureTimeout:
-        return _skip(api, uid, subject, req.operation,
-                     f"no decision within {deps.settings.budget_s:g} s; allowed unchanged (the result is cached for the next update)", deps)
+        early = _screen(req, deps)  # inline: the policy's cheap `applies`, no I/O
+        if early is not None:
+            return _answered(api, uid, subject, req.operation, early, started, quiet)
+        future = deps.pool.submit(_decide, req, deps)
+        try:
+            decision = future.result(timeout=max(0.0, deps.settings.budget_s - (time.monotonic() - started)))
+        except FutureTimeout:
+            future.cancel()  # still queued: never runs; already running: finishes and fills the cache
+            return _skip(api, uid, subject, req.operation,
+                         f"no decision within {deps.settings.budget_s:g} s; allowed unchanged (the windows land with a later update)", quiet)
     except FinopsError as exc:
-        return _skip(api, uid, subject, req.operation, exc.message, deps)
+        return _skip(api, uid, subject, req.operation, exc.message, quiet)
     except Exception as exc:  # noqa: BLE001 - an admission never fails: fail open, say why
         log.exception("optimizer failed", extra={"subject": subject, "uid": uid})
-        return _skip(api, uid, subject, req.operation, f"internal error: {type(exc).__name__}: {exc}", deps)
+        return _skip(api, uid, subject, req.operation, f"internal error: {type(exc).__name__}: {exc}", quiet)
+    return _answered(api, uid, subject, req.operation, decision, started, quiet)
+
+
+def _answered(api: str, uid: str, subject: str, operation: str, decision: Decision, started: float,
+              deps: Deps | None) -> dict[str, Any]:
     elapsed_ms = round((time.monotonic() - started) * 1000, 1)
-    if decision.patch:
-        log.info("optimization patched", extra={"subject": subject, "uid": uid, "operation": req.operation,
-                                                "ms": elapsed_ms, "reasons": decision.reasons})
-        _emit(deps, OPTIMIZATION_COMPUTED, subject, {"operation": req.operation, **decision.data, "reasons": decision.reasons})
-    else:
-        log.info("optimization not patched", extra={"subject": subject, "uid": uid, "operation": req.operation,
-                                                    "ms": elapsed_ms, "reasons": decision.reasons})
+    what = "optimization patched" if decision.patch else "optimization not patched"
+    log.info(what, extra={"subject": subject, "uid": uid, "operation": operation, "ms": elapsed_ms,
+                          "reasons": decision.reasons})
+    if decision.patch and deps is not None:
+        _emit(deps, OPTIMIZATION_COMPUTED, subject, {"operation": operation, **decision.data, "reasons": decision.reasons})
     return model.admission_response(api, uid, decision.patch, decision.reasons)
 
 
@@ -181,14 +220,16 @@ def _subject(req: model.AdmissionRequest) -> str:
     return f"{obj.get('kind') or req.kind.kind}/{req.namespace or (meta or {}).get('namespace', '')}/{name}"
 
 
-def _skip(api: str, uid: str, subject: str, operation: str, reason: str, deps: Deps) -> dict[str, Any]:
+def _skip(api: str, uid: str, subject: str, operation: str, reason: str, deps: Deps | None) -> dict[str, Any]:
     log.warning("admission allowed without optimization", extra={"uid": uid, "subject": subject, "reason": reason})
-    _emit(deps, OPTIMIZATION_SKIPPED, subject or "unknown", {"operation": operation, "uid": uid, "reason": reason})
+    if deps is not None:
+        _emit(deps, OPTIMIZATION_SKIPPED, subject or "unknown", {"operation": operation, "uid": uid, "reason": reason})
     return model.admission_response(api, uid, None, [f"finops optimizer: {reason}"])
 
 
 def _emit(deps: Deps, type_: str, subject: str, data: dict[str, Any]) -> None:
-    """Best effort, in the background: an event never delays or fails an admission."""
+    """Best effort, in the background: an event never delays or fails an admission (dropped when the
+    sink is so slow that EVENT_BACKLOG events already wait)."""
     publish = deps.publish
     if publish is None:
         return
@@ -199,27 +240,46 @@ def _emit(deps: Deps, type_: str, subject: str, data: dict[str, Any]) -> None:
             publish(event)
         except Exception as exc:  # noqa: BLE001 - logged, never raised into the admission
             log.warning("optimization event not delivered", extra={"type": type_, "error": str(exc)})
+        finally:
+            deps.event_slots.release()
 
-    threading.Thread(target=send, daemon=True).start()
+    if not deps.event_slots.acquire(blocking=False):
+        log.warning("optimization event dropped: the sink is behind", extra={"type": type_, "subject": subject})
+        return
+    deps.event_pool.submit(send)
 
 
-def _decide(req: model.AdmissionRequest, deps: Deps) -> Decision:
-    obj = req.object
-    if obj is None or req.operation not in ("CREATE", "UPDATE"):
-        return Decision([], [f"nothing to optimize on {req.operation}"], {})
+def _policy_input(req: model.AdmissionRequest) -> dict[str, Any]:
+    obj = req.object or {}
     meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
-    policy_input: dict[str, Any] = {
+    return {
         "operation": req.operation,
         "object": {"apiVersion": obj.get("apiVersion", ""), "kind": obj.get("kind", ""),
                    "metadata": {k: (meta or {}).get(k) for k in ("name", "namespace", "labels", "annotations")}},
         "proposals": {"rightsizing": [], "placement": None, "allowed_regions": []},
     }
-    if not deps.policy.applies(policy_input):  # cheap; the reasons are asked for only on this rare path
-        reasons = (deps.policy.decide(policy_input).get("decision") or {}).get("reasons")
-        return Decision([], list(reasons or ["not a composition this optimizer handles"]), {})
+
+
+def _screen(req: model.AdmissionRequest, deps: Deps) -> Decision | None:
+    """The answer when there is nothing to compute (no object, another operation, the policy does not
+    apply); None when the optimizer must look at data."""
+    if req.object is None or req.operation not in ("CREATE", "UPDATE"):
+        return Decision([], [f"nothing to optimize on {req.operation}"], {})
+    policy_input = _policy_input(req)
+    if deps.policy.applies(policy_input):
+        return None
+    reasons = (deps.policy.decide(policy_input).get("decision") or {}).get("reasons")  # only on this rare path
+    return Decision([], list(reasons or ["not a composition this optimizer handles"]), {})
+
+
+def _decide(req: model.AdmissionRequest, deps: Deps) -> Decision:
+    obj = req.object or {}
+    policy_input = _policy_input(req)
     notes: list[str] = []
     if req.operation == "UPDATE":
         items, notes = rightsizing(obj, deps)
+        if items is None:
+            return Decision([], notes, {})
         policy_input["proposals"]["rightsizing"] = items
     else:
         try:
@@ -250,11 +310,17 @@ def _decide(req: model.AdmissionRequest, deps: Deps) -> Decision:
 # ---- day-2: moving-window rightsizing ---------------------------------------------------------------
 
 
-def rightsizing(obj: dict[str, Any], deps: Deps) -> tuple[list[dict[str, Any]], list[str]]:
-    """Krateo's per-resource windows for a composition, and a note for each resource left out."""
+def rightsizing(obj: dict[str, Any], deps: Deps) -> tuple[list[dict[str, Any]] | None, list[str]]:
+    """Krateo's per-resource windows for a composition, and a note for each resource without data.
+
+    None (nothing to write, spec.optimization kept) when the composition names no resource yet or a
+    managed VM cannot be resolved: writing what is left would erase the windows of the others.
+    """
     ids, notes = resource_ids(obj, deps)
+    if notes:
+        return None, notes + ["spec.optimization kept as it is until every managed VM resolves"]
     if not ids:
-        return [], notes or ["no resources to right-size"]
+        return None, ["no resources to right-size (annotation finops.krateo.io/resource-ids or status.managed)"]
     source = model.usage_source(obj)
     endpoint = _handler_endpoint(source, deps)
     items: list[dict[str, Any]] = []
@@ -311,21 +377,22 @@ def windows(endpoint: endpoint_client.Endpoint, table: str, resource_id: str, de
             authorization: str | None = None) -> list[dict[str, Any]]:
     """One resource's windows (one per metric), from the cache or the handler's usage notebook."""
     mode = deps.settings.mode
-    # the credentials are part of the key: a caller never gets windows its credentials could not read
-    who = authorization or f"{endpoint.username}:{endpoint.password}"
+    # every credential is part of the key (hashed): a caller never gets windows its credentials could not read
+    who = authorization if authorization is not None else repr(endpoint)
     key = (endpoint.server_url, hashlib.sha256(who.encode()).hexdigest(), table, resource_id, mode)
-    cached = deps.cache.get(key)
-    if cached is not None:
-        return cached
+    return deps.cache.get_or_compute(key, lambda: _compute_windows(endpoint, table, resource_id, deps, authorization))
+
+
+def _compute_windows(endpoint: endpoint_client.Endpoint, table: str, resource_id: str, deps: Deps,
+                     authorization: str | None) -> list[dict[str, Any]]:
+    mode = deps.settings.mode
     payload = usage(endpoint, table, resource_id, deps.settings.usage_notebook, authorization)
     try:
         series = moving_window.parse_cyclic(payload)
     except ValueError as exc:
         raise Unavailable(f"usage notebook {deps.settings.usage_notebook!r} answered an unexpected shape: {exc}") from exc
-    items = [moving_window.optimize(rid, metric, unit, samples, mode)
-             for rid, metric, unit, samples in series if rid == resource_id and samples]
-    deps.cache.put(key, items)
-    return items
+    return [moving_window.optimize(rid, metric, unit, samples, mode)
+            for rid, metric, unit, samples in series if rid == resource_id and samples]
 
 
 def usage(endpoint: endpoint_client.Endpoint, table: str, resource_id: str, notebook: str,
@@ -406,14 +473,21 @@ def ping(data: Any, labeller: CompositionLabeller | None, now: datetime) -> dict
         return {"result": "nothing to do", "labelled": 0,
                 "message": "periodic day-2 labels compositions through the Kubernetes API (FINOPS_KUBE=cluster)"}
     stamp = str(int(now.timestamp()))
-    labelled: list[str] = []
+    targets: list[tuple[str, str, str, str]] = []
     for kind in kinds:
         api, plural = str(kind["apiVersion"]), str(kind["resource"])
         for item in labeller.list_resources(api, plural, kind.get("namespace") or None):
             meta = item.get("metadata") or {}
-            labeller.set_label(api, plural, str(meta.get("namespace", "")), str(meta.get("name", "")),
-                               model.OPTIMIZATION_LABEL, stamp)
-            labelled.append(f"{plural}/{meta.get('namespace', '')}/{meta.get('name', '')}")
+            targets.append((api, plural, str(meta.get("namespace", "")), str(meta.get("name", ""))))
+
+    def label(target: tuple[str, str, str, str]) -> str:
+        api, plural, namespace, name = target
+        labeller.set_label(api, plural, namespace, name, model.OPTIMIZATION_LABEL, stamp)
+        return f"{plural}/{namespace}/{name}"
+
+    # each label change waits for its UPDATE admission (up to the webhook's budget): a few at a time
+    with ThreadPoolExecutor(PING_PARALLEL, thread_name_prefix="optimizer-ping") as pool:
+        labelled = list(pool.map(label, targets))
     log.info("compositions labelled for day-2", extra={"labelled": len(labelled), "value": stamp})
     return {"result": "labelled", "labelled": len(labelled), "compositions": labelled, "value": stamp}
 
