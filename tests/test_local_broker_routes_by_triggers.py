@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -130,15 +131,21 @@ spec:
     return folder
 
 
+def _one_event_to(sink: Server, tmp_path: Path) -> dict[str, Any]:
+    """One io.finops.test event through a broker whose only Trigger (retry 2, fast) delivers to `sink`."""
+    b = Broker(load_triggers(_fast_triggers(tmp_path)), {"flaky": sink.url}.get, tmp_path)
+    b.start()
+    try:
+        answer: dict[str, Any] = _post(b, events.new("io.finops.test", "/t", data={"n": 1})).json()
+        return answer
+    finally:
+        b.stop()
+
+
 @pytest.mark.parametrize("status,attempts", [(503, 3), (429, 3), (404, 3), (400, 1)], ids=str)
 def test_retries_then_dead_letter(tmp_path: Path, status: int, attempts: int) -> None:
     with serve(Reply(status, b"nope")) as flaky:
-        b = Broker(load_triggers(_fast_triggers(tmp_path)), {"flaky": flaky.url}.get, tmp_path)
-        b.start()
-        try:
-            answer = _post(b, events.new("io.finops.test", "/t", data={"n": 1})).json()
-        finally:
-            b.stop()
+        answer = _one_event_to(flaky, tmp_path)
     delivery = answer["deliveries"][0]
     assert (delivery["ok"], delivery["status"], delivery["attempts"], delivery["dead_lettered"]) == (False, status, attempts, True)
     assert len(flaky.seen) == attempts
@@ -165,12 +172,7 @@ def test_iso_durations(text: str, seconds: float) -> None:
 
 def test_a_non_cloudevent_body_fails_the_delivery_as_in_knative(tmp_path: Path) -> None:
     with serve(Reply(200, b'{"rows": 1}', {"content-type": "application/json"})) as chatty:
-        b = Broker(load_triggers(_fast_triggers(tmp_path)), {"flaky": chatty.url}.get, tmp_path)
-        b.start()
-        try:
-            answer = _post(b, events.new("io.finops.test", "/t", data={"n": 1})).json()
-        finally:
-            b.stop()
+        answer = _one_event_to(chatty, tmp_path)
     delivery = answer["deliveries"][0]
     assert delivery["ok"] is False and delivery["attempts"] == 3 and delivery["dead_lettered"] is True
     assert "not a CloudEvent" in delivery["error"]
