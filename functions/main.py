@@ -201,7 +201,8 @@ def _build_optimizer() -> Any:
     if settings.carbon_db_url:
         from functions.clients.db import Database
 
-        db = Database(settings.carbon_db_url, settings.carbon_db_user or None, settings.carbon_db_password or None)
+        db = Database(settings.carbon_db_url, settings.carbon_db_user or None, settings.carbon_db_password or None,
+                      timeout=10.0)  # a stuck database must not hold an optimizer thread for a minute
         carbon = stage.SqlCarbonData(db, settings.carbon_forecast_table, settings.carbon_history_table)
     publish = None
     if settings.sink:
