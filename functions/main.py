@@ -162,7 +162,7 @@ def optimizer(request: flask.Request) -> flask.Response:
         if request.method == "GET" and path == "/optimize":
             return _json(stage.optimize_endpoint(request.args, request.headers.get("Authorization"), _optimizer()))
         if request.headers.get("ce-specversion") or request.mimetype == "application/cloudevents+json":
-            labelled = stage.ping(_event(request).data, _optimizer_labeller(), datetime.now(UTC))
+            labelled = stage.ping(_event(request).data, _optimizer().objects, datetime.now(UTC))
             return _reply(events.OPTIMIZATION_LABELLED, "optimizer-day2", labelled)
         body = request.get_data()
         try:
@@ -217,11 +217,6 @@ def _build_optimizer() -> Any:
     policy = engine_from_env({"FINOPS_OPA_URL": settings.opa_url, "FINOPS_POLICY_DIR": settings.policy_dir})
     return stage.Deps(settings=settings, reader=reader, policy=policy, objects=objects, carbon=carbon,
                       publish=publish, cache=stage.WindowCache(settings.cache_ttl_s))
-
-
-def _optimizer_labeller() -> Any:
-    deps = _optimizer()
-    return deps.objects
 
 
 def _json(body: dict[str, Any]) -> flask.Response:

@@ -17,12 +17,15 @@ import json
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from functions.errors import FieldError, InvalidInput, Unavailable
 from functions.models.k8s import conditions as krateo_conditions
 from functions.models.k8s import now_rfc3339
 from functions.models.registry import KindInfo, all_kinds
+
+if TYPE_CHECKING:
+    from functions.clients.endpoint import Endpoint
 
 SECRET = "Secret"
 
@@ -305,3 +308,23 @@ def _group_version(api_version: str) -> tuple[str, str]:
     if not group or not version:
         raise InvalidInput(f"not a group/version: {api_version!r}", [FieldError("apiVersion", "expected <group>/<version>")])
     return group, version
+
+
+def endpoint_from_secret(reader: ResourceReader, namespace: str, name: str, loc: str,
+                         defaults: Mapping[str, str] | None = None) -> Endpoint:
+    """The Endpoint a Krateo endpoint Secret describes (server-url, credentials, TLS), re-read on every call.
+
+    `loc` names where the reference came from in the InvalidInput for a missing or undecodable Secret;
+    `defaults` fills keys the Secret lacks (e.g. a server-url the deployment knows).
+    """
+    from functions.clients.endpoint import Endpoint
+    from functions.models.k8s import secret_data
+
+    secret = reader.get_secret(namespace, name)
+    if secret is None:
+        raise InvalidInput(f"endpoint Secret {namespace}/{name} not found", [FieldError(loc, "Secret not found")])
+    try:
+        data = secret_data(secret)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), [FieldError(loc, str(exc))]) from exc
+    return Endpoint.from_secret({**data, **{k: v for k, v in (defaults or {}).items() if not data.get(k)}})

@@ -26,12 +26,13 @@ import pyarrow as pa
 from pydantic import ValidationError
 
 from functions.clients import endpoint as endpoint_client
+from functions.clients import kube
 from functions.clients.kube import ResourceReader
 from functions.codecs import exposition, samples, sources
-from functions.errors import FieldError, InvalidInput, field_errors
+from functions.errors import InvalidInput, field_errors
 from functions.logs import get_logger
 from functions.models.crs import ExporterScraperConfig
-from functions.models.k8s import now_rfc3339, secret_data
+from functions.models.k8s import now_rfc3339
 from functions.models.refs import ConfigRef
 from functions.storage.snapshots import SnapshotStore
 
@@ -104,14 +105,7 @@ def load_config(ref: ConfigRef, reader: ResourceReader) -> ExporterScraperConfig
 def _endpoint(reader: ResourceReader, ref: Any, namespace: str) -> endpoint_client.Endpoint:
     if ref is None:
         return endpoint_client.Endpoint.in_cluster()
-    secret = reader.get_secret(ref.namespace or namespace, ref.name)
-    if secret is None:
-        raise InvalidInput(f"endpoint Secret {ref.namespace}/{ref.name} not found", [FieldError("spec.exporterConfig.api.endpointRef", "Secret not found")])
-    try:
-        data = secret_data(secret)
-    except ValueError as exc:
-        raise InvalidInput(str(exc), [FieldError("spec.exporterConfig.api.endpointRef", str(exc))]) from exc
-    return endpoint_client.Endpoint.from_secret(data)
+    return kube.endpoint_from_secret(reader, ref.namespace or namespace, ref.name, "spec.exporterConfig.api.endpointRef")
 
 
 def _pages(dest: BinaryIO, fetched: endpoint_client.FetchResult) -> Iterator[tuple[BinaryIO, str]]:

@@ -29,7 +29,6 @@ from functions.clients.kube import ResourceReader
 from functions.errors import FieldError, FinopsError, InvalidInput, Unavailable, field_errors
 from functions.events import CR_APPLIED, CR_DELETED
 from functions.logs import get_logger
-from functions.models.k8s import secret_data
 from functions.models.notebooks import Notebook, NotebookSettings, ReconcileFailed, conditions
 from functions.models.refs import ConfigRef
 
@@ -130,14 +129,8 @@ def _raw_code(nb: Notebook, reader: ResourceReader, max_bytes: int) -> str:
     api = nb.spec.api
     assert api is not None  # the model requires it for type api
     secret_ref = api.endpoint_ref
-    if secret_ref is None:
-        ep = endpoint_client.Endpoint.in_cluster()
-    else:
-        secret = reader.get_secret(secret_ref.namespace, secret_ref.name)
-        if secret is None:
-            raise InvalidInput(f"endpoint Secret {secret_ref.namespace}/{secret_ref.name} not found",
-                               [FieldError("spec.api.endpointRef", "Secret not found")])
-        ep = endpoint_client.Endpoint.from_secret(secret_data(secret))
+    ep = (kube.endpoint_from_secret(reader, secret_ref.namespace, secret_ref.name, "spec.api.endpointRef") if secret_ref
+          else endpoint_client.Endpoint.in_cluster())
     with tempfile.TemporaryFile() as tmp:
         got = endpoint_client.fetch(api, ep, {}, dest=tmp)
         offset, length, _ = got.pages[0]

@@ -25,7 +25,6 @@ Never blocks: every failure, malformed review and timeout (FINOPS_OPTIMIZER_BUDG
 from __future__ import annotations
 
 import hashlib
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -41,19 +40,17 @@ from pydantic import ValidationError
 from functions import events
 from functions.algorithms import carbon_placement, moving_window
 from functions.clients import endpoint as endpoint_client
+from functions.clients import kube
 from functions.clients.db import Database
 from functions.clients.kube import ResourceReader
 from functions.clients.policy import PolicyEngine
 from functions.errors import FieldError, FinopsError, InvalidInput, Unavailable
 from functions.logs import get_logger
 from functions.models import optimizer as model
-from functions.models.k8s import secret_data
+from functions.storage import tables
 
 log = get_logger("optimizer")
 
-OPTIMIZATION_COMPUTED = events.OPTIMIZATION_COMPUTED
-OPTIMIZATION_SKIPPED = events.OPTIMIZATION_SKIPPED
-_TABLE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
 PING_PARALLEL = 8  # compositions labelled at once by the day-2 ping
 EVENT_BACKLOG = 256  # events waiting for a slow sink before new ones are dropped (logged)
 PREFERRED_METRIC = "Percentage CPU"  # GET /optimize answers one object: Krateo's metric when present
@@ -173,10 +170,11 @@ def review(body: bytes, deps: Deps) -> dict[str, Any]:
     subject = _subject(req)
     quiet = deps if not req.dry_run else None  # a dry run (kubectl diff) announces nothing
     try:
-        early = _screen(req, deps)  # inline: the policy's cheap `applies`, no I/O
+        policy_input = _policy_input(req)
+        early = _screen(req, policy_input, deps)  # inline: the policy's cheap `applies`, no I/O
         if early is not None:
             return _answered(api, uid, subject, req.operation, early, started, quiet)
-        future = deps.pool.submit(_decide, req, deps)
+        future = deps.pool.submit(_decide, req, policy_input, deps)
         try:
             decision = future.result(timeout=max(0.0, deps.settings.budget_s - (time.monotonic() - started)))
         except FutureTimeout:
@@ -198,7 +196,7 @@ def _answered(api: str, uid: str, subject: str, operation: str, decision: Decisi
     log.info(what, extra={"subject": subject, "uid": uid, "operation": operation, "ms": elapsed_ms,
                           "reasons": decision.reasons})
     if decision.patch and deps is not None:
-        _emit(deps, OPTIMIZATION_COMPUTED, subject, {"operation": operation, **decision.data, "reasons": decision.reasons})
+        _emit(deps, events.OPTIMIZATION_COMPUTED, subject, {"operation": operation, **decision.data, "reasons": decision.reasons})
     return model.admission_response(api, uid, decision.patch, decision.reasons)
 
 
@@ -223,7 +221,7 @@ def _subject(req: model.AdmissionRequest) -> str:
 def _skip(api: str, uid: str, subject: str, operation: str, reason: str, deps: Deps | None) -> dict[str, Any]:
     log.warning("admission allowed without optimization", extra={"uid": uid, "subject": subject, "reason": reason})
     if deps is not None:
-        _emit(deps, OPTIMIZATION_SKIPPED, subject or "unknown", {"operation": operation, "uid": uid, "reason": reason})
+        _emit(deps, events.OPTIMIZATION_SKIPPED, subject or "unknown", {"operation": operation, "uid": uid, "reason": reason})
     return model.admission_response(api, uid, None, [f"finops optimizer: {reason}"])
 
 
@@ -260,21 +258,19 @@ def _policy_input(req: model.AdmissionRequest) -> dict[str, Any]:
     }
 
 
-def _screen(req: model.AdmissionRequest, deps: Deps) -> Decision | None:
+def _screen(req: model.AdmissionRequest, policy_input: dict[str, Any], deps: Deps) -> Decision | None:
     """The answer when there is nothing to compute (no object, another operation, the policy does not
     apply); None when the optimizer must look at data."""
     if req.object is None or req.operation not in ("CREATE", "UPDATE"):
         return Decision([], [f"nothing to optimize on {req.operation}"], {})
-    policy_input = _policy_input(req)
     if deps.policy.applies(policy_input):
         return None
     reasons = (deps.policy.decide(policy_input).get("decision") or {}).get("reasons")  # only on this rare path
     return Decision([], list(reasons or ["not a composition this optimizer handles"]), {})
 
 
-def _decide(req: model.AdmissionRequest, deps: Deps) -> Decision:
+def _decide(req: model.AdmissionRequest, policy_input: dict[str, Any], deps: Deps) -> Decision:
     obj = req.object or {}
-    policy_input = _policy_input(req)
     notes: list[str] = []
     if req.operation == "UPDATE":
         items, notes = rightsizing(obj, deps)
@@ -358,19 +354,9 @@ def resource_ids(obj: dict[str, Any], deps: Deps) -> tuple[list[str], list[str]]
 
 def _handler_endpoint(source: model.UsageSource, deps: Deps) -> endpoint_client.Endpoint:
     """The composition's `<db-config>-endpoint` Secret: server-url, username, password (Krateo's keys)."""
-    secret = deps.reader.get_secret(source.secret_namespace, source.secret_name)
-    where = f"Secret {source.secret_namespace}/{source.secret_name}"
-    if secret is None:
-        raise InvalidInput(f"{where} not found (spec.metricExporter.scraperDatabaseConfigRef + '-endpoint')",
-                           [FieldError("spec.metricExporter.scraperDatabaseConfigRef", "endpoint Secret not found")])
-    try:
-        data = secret_data(secret)
-    except ValueError as exc:
-        raise InvalidInput(f"{where}: {exc}", [FieldError(where, str(exc))]) from exc
-    data.setdefault("server-url", deps.settings.dbhandler_url)
-    if not data.get("server-url"):
-        raise InvalidInput(f"{where} has no server-url", [FieldError(where, "server-url missing")])
-    return endpoint_client.Endpoint.from_secret(data)
+    return kube.endpoint_from_secret(deps.reader, source.secret_namespace, source.secret_name,
+                                     "spec.metricExporter.scraperDatabaseConfigRef",
+                                     {"server-url": deps.settings.dbhandler_url} if deps.settings.dbhandler_url else None)
 
 
 def windows(endpoint: endpoint_client.Endpoint, table: str, resource_id: str, deps: Deps,
@@ -540,10 +526,8 @@ class SqlCarbonData:
     """
 
     def __init__(self, db: Database, forecast_table: str, history_table: str) -> None:
-        for table in (forecast_table, history_table):
-            if not _TABLE.match(table):
-                raise InvalidInput(f"not a table name: {table!r}", [FieldError("FINOPS_CARBON_*_TABLE", table)])
-        self._db, self._forecast, self._history = db, forecast_table, history_table
+        self._db = db
+        self._forecast, self._history = tables.valid_table_name(forecast_table), tables.valid_table_name(history_table)
 
     def forecast(self, regions: list[str], start: datetime, end: datetime) -> dict[str, list[tuple[datetime, float]]]:
         return self._read(self._forecast, regions, start, end)

@@ -33,7 +33,7 @@ from functions.codecs import exposition, records
 from functions.errors import FieldError, InvalidInput, field_errors
 from functions.logs import get_logger
 from functions.models.crs import API, ExporterScraperConfig, Generic, ScraperConfig
-from functions.models.k8s import ObjectRef, now_rfc3339, secret_data
+from functions.models.k8s import ObjectRef, now_rfc3339
 from functions.models.refs import ConfigRef
 from functions.settings import CollectionSettings
 
@@ -136,10 +136,8 @@ def _read(plan: ScrapePlan, ref: ConfigRef, tmp: BinaryIO, reader: ResourceReade
         ctype = got.content_type
     else:
         secret_ref = plan.api.endpoint_ref
-        secret = reader.get_secret(secret_ref.namespace, secret_ref.name) if secret_ref else None
-        if secret_ref is not None and secret is None:
-            raise InvalidInput(f"endpoint Secret {secret_ref.namespace}/{secret_ref.name} not found", [FieldError("api.endpointRef", "Secret not found")])
-        ep = endpoint_client.Endpoint.from_secret(secret_data(secret)) if secret else endpoint_client.Endpoint.in_cluster()
+        ep = (kube.endpoint_from_secret(reader, secret_ref.namespace, secret_ref.name, "api.endpointRef") if secret_ref
+              else endpoint_client.Endpoint.in_cluster())
         api = plan.api.model_copy(update={"headers": [*plan.api.headers, f"Accept: {ACCEPT}"]})
         fetched = endpoint_client.fetch(api, ep, {}, dest=tmp)
         tmp.seek(0)
