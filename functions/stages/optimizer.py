@@ -207,8 +207,7 @@ def fail_open(body: bytes, reason: str) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         raw = None
     api, uid = model.request_uid(raw)
-    log.warning("admission allowed without optimization", extra={"uid": uid, "reason": reason})
-    return model.admission_response(api, uid, None, [f"finops optimizer: {reason}"])
+    return _skip(api, uid, "", "", reason, None)
 
 
 def _subject(req: model.AdmissionRequest) -> str:
