@@ -51,3 +51,14 @@ class CollectionSettings(_EnvSettings):
 @lru_cache(maxsize=1)
 def collection_settings() -> CollectionSettings:
     return CollectionSettings.from_env()
+
+
+class DatabaseClientSettings(_EnvSettings):
+    """How every `crate` client of a process talks to its database (functions.clients.db.Database)."""
+
+    plain_cratedb: bool = Field(default=False, alias="FINOPS_DB_PLAIN_CRATEDB", description="Send only plain CrateDB SQL, even to the embedded engine: its `GET /` banner is ignored, so callers take their CrateDB path (statements one by one, bulk_args, no payloads by reference). For checking CrateDB mode's SQL without a CrateDB server; off in production.")
+
+
+def database_client_settings() -> DatabaseClientSettings:
+    """Read on every new connection, not cached: cheap, and a test can switch it per process or per test."""
+    return DatabaseClientSettings.from_env()

@@ -10,6 +10,12 @@ embedded engine runs in ONE transaction. It goes through the crate client's own 
 (`client._json_request`: same pool, auth, gzip and error handling), the one private crate API used
 here. Against CrateDB (no transactions) the statements run one by one: callers make each step
 idempotent so a retry after a partial failure converges.
+
+Plain CrateDB mode (`plain_cratedb=True`, or `FINOPS_DB_PLAIN_CRATEDB=true` in the environment,
+functions.settings.DatabaseClientSettings): the banner is not read and `embedded` is False even
+against the embedded engine, so every caller takes its CrateDB path (statements one by one,
+`bulk_args`, no payloads by reference). With no CrateDB server at hand, that is how the SQL
+CrateDB mode sends is run and checked (tests/test_cratedb_mode_sql_parses_under_cratedb_grammar.py).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from crate.client import exceptions as crate_errors
 
 from functions.errors import FinopsError, Unauthorized, Unavailable
 from functions.logs import get_logger
+from functions.settings import database_client_settings
 
 log = get_logger(__name__)
 
@@ -55,12 +62,17 @@ class DatabaseError(FinopsError):
 
 
 class Database:
-    """One per (url, user, password); connects on first use and is safe to share between threads."""
+    """One per (url, user, password); connects on first use and is safe to share between threads.
+
+    `plain_cratedb`: never use the embedded engine's extensions (None = FINOPS_DB_PLAIN_CRATEDB).
+    """
 
     def __init__(
-        self, url: str, username: str | None = None, password: str | None = None, timeout: float = 60.0
+        self, url: str, username: str | None = None, password: str | None = None, timeout: float = 60.0,
+        *, plain_cratedb: bool | None = None,
     ) -> None:
         self.url = url
+        self._plain_cratedb = plain_cratedb
         self._username = username
         self._password = password
         self._timeout = timeout
@@ -78,13 +90,18 @@ class Database:
                         self.url, username=self._username, password=self._password,
                         timeout=self._timeout, pool_size=8,
                     )
-                    self._embedded = _is_embedded(conn)
+                    self._embedded = not self._plain() and _is_embedded(conn)
                 except Exception as exc:
                     raise map_error(exc) from exc
                 if self._embedded:
                     conn.client.compress = False  # CPU-bound server on a fast link: gzip costs more
                 self._conn = conn
             return self._conn
+
+    def _plain(self) -> bool:
+        if self._plain_cratedb is not None:
+            return self._plain_cratedb
+        return database_client_settings().plain_cratedb
 
     @property
     def embedded(self) -> bool:
@@ -147,9 +164,11 @@ class Database:
         return bool(result.rows)
 
 
-def connect(url: str, username: str | None = None, password: str | None = None) -> Database:
+def connect(
+    url: str, username: str | None = None, password: str | None = None, *, plain_cratedb: bool | None = None
+) -> Database:
     """A Database that has already reached the server (so bad URLs and credentials fail here)."""
-    db = Database(url, username, password)
+    db = Database(url, username, password, plain_cratedb=plain_cratedb)
     db._connection()
     return db
 
