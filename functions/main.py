@@ -268,7 +268,7 @@ def _cycle(ref: Any, replies: tuple[str, str], handle: Callable[..., Any], *args
     if result is None:
         return _empty()
     message, extra = result.status()
-    _write_status(ref, True, message, extra)
+    _write_status(ref, True, message, extra, result.degraded())
     return _reply(completed, str(ref), result.event_data())
 
 
@@ -279,14 +279,16 @@ def _failure_message(exc: Any, limit: int = 5) -> str:
     return f"{exc.message}" + (f" ({'; '.join(fields[:limit])}{more})" if fields else "")
 
 
-def _write_status(ref: Any, ok: bool, message: str, extra: dict[str, Any] | None = None) -> None:
-    """Best effort: the answer is the cycle's outcome; a status that cannot be written is logged only."""
+def _write_status(ref: Any, ok: bool, message: str, extra: dict[str, Any] | None = None,
+                  rejected: str | None = None) -> None:
+    """Best effort: the answer is the cycle's outcome; a status that cannot be written is logged only.
+    `rejected`: the Degraded (RowsRejected) message of a cycle that kept rows out."""
     from functions.clients import kube
     from functions.errors import FinopsError
     from functions.logs import get_logger
 
     try:
-        kube.write_outcome(_reader(), _status_writer(), ref.kind, ref.namespace, ref.name, ok, message, extra)
+        kube.write_outcome(_reader(), _status_writer(), ref.kind, ref.namespace, ref.name, ok, message, extra, rejected)
     except FinopsError as exc:
         get_logger("main").warning("status not written", extra={"config": str(ref), "error": str(exc)})
 

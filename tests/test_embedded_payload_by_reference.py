@@ -124,7 +124,8 @@ def test_an_arrow_upload_lands_by_reference(dbhandler: DbHandler) -> None:
     assert resp.status_code == 200, resp.text
     answer = resp.json()
     assert (answer["records_processed"], answer["records_rejected"], answer["committed"]) == (2, 1, True)
-    assert answer["errors"] == [{"row": 2, "loc": "billedcost", "msg": "not a number"}]
+    assert [(e["row"], e["loc"], e["value"]) for e in answer["errors"]] == [(2, "billedcost", "x")]
+    assert "'x' is not a number" in answer["errors"][0]["msg"]
     rows = dbhandler.sql("SELECT billedcost, tags['team'], tags['env'] FROM costs ORDER BY billedcost")
     assert rows == [[1.25, "a", None], [2.0, None, "prod"]]
     assert dbhandler.sql("SELECT count(*) FROM costs__finops_staging") == [[0]]

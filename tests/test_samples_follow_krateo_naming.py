@@ -1,8 +1,9 @@
 """Samples follow Krateo's naming (spec §5.6, §13 items 19-22) and the contract's sample table.
 
-Cases: cost -> billed_cost valued by BilledCost (any case), x_ columns dropped, value column kept
-as a label, Tags rewritten (JSON and k=v forms); unparsable values dropped and counted (Go
-ParseFloat rules: overflow is a failure, inf/NaN literals parse); resource -> per-row names from
+Cases: cost -> billed_cost valued by BilledCost (any case), x_ columns kept (Krateo dropped them),
+value column kept as a label, Tags rewritten (JSON and k=v forms), `__row__` numbers the source rows;
+rows without a usable value are kept with a null value and counted, never dropped (FOCUS number
+rules: NULL literals, currency text, overflow, inf and NaN have no value); resource -> per-row names from
 column 1, value column 3, stable sort by name; generic -> metricName and valueColumnIndex; invalid
 metric and label names listed all at once; out-of-range valueColumnIndex; missing generic block;
 schema metadata.
@@ -30,13 +31,18 @@ def samples(body: bytes, mt: str, generic: Generic | None = None, ct: str = "tex
     return pa.Table.from_batches(out)
 
 
-def test_focus_cost_rows_become_billed_cost_samples_without_x_columns() -> None:
+def test_focus_cost_rows_become_billed_cost_samples_with_x_columns() -> None:
     stats = SampleStats()
     t = samples((DATA / "focus-1.0-sample.csv").read_bytes(), "cost", stats=stats)
-    assert t.num_rows == 20 and stats.rows == 20 and stats.dropped == 0
+    assert t.num_rows == 20 and stats.rows == 20 and stats.rejected == 0
     assert set(t.column("__name__").to_pylist()) == {"billed_cost"}
-    assert t.column_names[:3] == ["__name__", "__value__", "AvailabilityZone"]
-    assert not [c for c in t.column_names if c.startswith("x_")]
+    assert t.column_names[:4] == ["__name__", "__value__", "__row__", "AvailabilityZone"]
+    assert t.column("__row__").to_pylist() == list(range(1, 21))
+    body = b"BilledCost,x_ServiceCode,x_Cost Center\n1,AmazonEC2,42\n"
+    kept = SampleStats()
+    t2 = samples(body, "cost", stats=kept)
+    assert t2.column("x_ServiceCode").to_pylist() == ["AmazonEC2"] and "x_Cost Center" not in t2.column_names
+    assert kept.skipped_columns == ["x_Cost Center"]
     row = t.to_pylist()[0]
     assert row["__value__"] == float(row["BilledCost"])
     assert ":" in row["Tags"] and "{" not in row["Tags"] and '"' not in row["Tags"]
@@ -55,14 +61,17 @@ def test_tags_columns_are_rewritten(tags: str, expected: str) -> None:
     assert samples(body, "cost").column("ResourceTags").to_pylist() == [expected]
 
 
-def test_unparsable_values_are_dropped_and_counted() -> None:
-    values = ["1.5", "abc", "", "1e400", "+Inf", "NaN", " 2", "-3e2", ".5"]
+def test_rows_without_a_usable_value_are_kept_and_counted() -> None:
+    values = ["1.5", "abc", "", "1e400", "+Inf", "NaN", " 2", "-3e2", ".5", "NULL", "null", '"$10,000.00 "']
     body = ("BilledCost,id\n" + "".join(f"{v},{i}\n" for i, v in enumerate(values))).encode()
     stats = SampleStats()
     t = samples(body, "cost", stats=stats)
-    assert t.column("id").to_pylist() == ["0", "4", "5", "7", "8"]
-    assert t.column("__value__").to_pylist()[:2] == [1.5, float("inf")]
-    assert (stats.rows, stats.dropped) == (5, 4)
+    assert t.column("id").to_pylist() == [str(i) for i in range(len(values))]
+    assert t.column("__value__").to_pylist() == [1.5, None, None, None, None, None, 2.0, -300.0, 0.5, None, None, None]
+    assert t.column("BilledCost").to_pylist()[-1] == "$10,000.00 "  # the raw text travels on for the rejects
+    assert (stats.rows, stats.rejected) == (12, 8)
+    assert [(r["row"], r["value"]) for r in stats.reasons] == [(2, "abc"), (3, ""), (4, "1e400"), (5, "+Inf"), (6, "NaN")]
+    assert "'abc' is not a number" in stats.reasons[0]["msg"] and "required" in stats.reasons[1]["msg"]
 
 
 def test_resource_names_come_from_column_1_and_families_are_contiguous() -> None:
@@ -70,7 +79,7 @@ def test_resource_names_come_from_column_1_and_families_are_contiguous() -> None
     t = samples(page, "resource", ct="application/json", additional_variables={"ResourceId": "vm1"})
     assert t.column("__name__").to_pylist() == ["available_memory_bytes"] + ["percentage_cpu"] * 3
     assert t.column("__value__").to_pylist() == [1073741824.0, 4.5175, 27000.0, 0.0]
-    assert t.column_names[2:] == ["ResourceId", "metricName", "timestamp", "average", "unit"]
+    assert t.column_names[2:] == ["__row__", "ResourceId", "metricName", "timestamp", "average", "unit"]
 
 
 def test_generic_uses_metric_name_and_value_column_index() -> None:

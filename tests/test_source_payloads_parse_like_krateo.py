@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from typing import Any
+
 import pytest
 from focus_data import COLUMNS
 
@@ -122,21 +124,25 @@ def test_focusconfig_list_becomes_50_columns_with_krateo_conversions() -> None:
     assert first["ConsumedQuantity"] == "3"
     assert first["Tags"] == "testkey1=testvalue;testkey2=testvalue"
     assert first["SkuPriceDetails"] == "cores=64;ram=512Gi"
-    assert second["ChargePeriodStart"] == "0001-01-01T00:00:00Z"
-    assert (second["BilledCost"], second["ListCost"], second["Tags"]) == ("12", "0", "")
+    assert second["ChargePeriodStart"] == ""  # absent stays NULL (Krateo: 0001-01-01T00:00:00Z)
+    assert (second["BilledCost"], second["ListCost"], second["Tags"]) == ("12", "", "")  # Krateo: ListCost "0"
 
 
-@pytest.mark.parametrize(("q", "text"), [("27000.0", "27000"), (1e3, "1000"), ("2Ki", "2048"), ("5e3", "5000"), ("", "0")])
+@pytest.mark.parametrize(("q", "text"), [("27000.0", "27000"), (1e3, "1000"), ("2Ki", "2048"), ("5e3", "5000"), ("", ""), ("NULL", ""), (None, "")])
 def test_quantities_are_plain_decimals(q: object, text: str) -> None:
     assert quantity_text(q) == text
 
 
-def test_bad_focusconfig_fields_are_all_reported() -> None:
-    doc = {"items": [{"spec": {"focusSpec": {"billedCost": "lots", "chargePeriodEnd": "yesterday"}}}]}
-    with pytest.raises(InvalidInput) as err:
-        table(json.dumps(doc).encode(), "application/json")
-    assert {e.loc for e in err.value.errors} == {
-        "items[0].spec.focusSpec.billedCost", "items[0].spec.focusSpec.chargePeriodEnd"}
+def test_bad_focusconfig_fields_keep_their_text_for_the_rejects() -> None:
+    from functions.codecs import focusconfig_json
+
+    doc = {"items": [{"spec": {"focusSpec": {"billedCost": "lots", "chargePeriodEnd": "yesterday"}}},
+                     {"spec": {"focusSpec": {"billedCost": "2"}}}]}
+    t = table(json.dumps(doc).encode(), "application/json")
+    assert t.column("BilledCost").to_pylist() == ["lots", "2"] and t.column("ChargePeriodEnd").to_pylist() == ["yesterday", ""]
+    problems: list[Any] = []
+    focusconfig_json.to_batch([doc], problems)
+    assert {e.loc for e in problems} == {"items[0].spec.focusSpec.billedCost", "items[0].spec.focusSpec.chargePeriodEnd"}
 
 
 def test_cost_json_that_is_not_a_list_is_invalid() -> None:

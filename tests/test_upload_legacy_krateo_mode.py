@@ -33,7 +33,7 @@ def test_type_defaults_to_cost_and_ignores_case(dbhandler: DbHandler, type_: str
     resp = dbhandler.upload([rec(BilledCost="3.5", ListCost="")], params)
     assert resp.status_code == 200, resp.text
     assert resp.json()["committed"] is True
-    assert dbhandler.sql("SELECT billedcost, listcost FROM costs") == [[3.5, 0.0]]
+    assert dbhandler.sql("SELECT billedcost, listcost FROM costs") == [[3.5, None]]  # empty is NULL, not 0.0
 
 
 def test_resent_batch_replaces_rows_by_krateos_key_and_refreshes_every_column(dbhandler: DbHandler) -> None:
@@ -58,14 +58,14 @@ def test_record_value_and_timestamp_are_not_stored_for_cost(dbhandler: DbHandler
     assert "value" not in cols and "timestamp" not in cols and "billedcost" in cols
 
 
-def test_resource_average_defaults_and_rows_are_replaced_by_key(dbhandler: DbHandler) -> None:
+def test_resource_average_empty_is_null_and_rows_are_replaced_by_key(dbhandler: DbHandler) -> None:
     def res(avg: str) -> dict[str, Any]:
         return {"labels": {"ResourceId": "vm1", "metricName": "cpu", "timestamp": "2024-01-01T00:00:00Z",
                            "average": avg, "unit": "Percent"}, "value": 0, "timestamp": 1700000000}
 
     params = {"table": "costs_res", "type": "resource"}
     assert dbhandler.upload([res("")], params).status_code == 200
-    assert dbhandler.sql("SELECT average FROM costs_res") == [[0.0]]
+    assert dbhandler.sql("SELECT average FROM costs_res") == [[None]]  # Krateo stored 0.0: a missing average is no reading
     assert dbhandler.upload([res("42.5")], params).status_code == 200
     assert dbhandler.sql("SELECT resourceid, metricname, timestamp, average, unit FROM costs_res") == [
         ["vm1", "cpu", 1704067200000, 42.5, "Percent"]]

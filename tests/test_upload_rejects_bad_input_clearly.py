@@ -79,17 +79,22 @@ def test_some_bad_rows_are_reported_and_the_good_ones_stored(dbhandler: DbHandle
         {"labels": {"BilledCost": "1", "BillingPeriodStart": "yesterday", "ResourceId": "bad-date"}},
         {"labels": {"BilledCost": "1", "ResourceId": "no-period"}},
         "not a record",
-        {"labels": {"BilledCost": "", "BillingPeriodStart": "2024-01-01T00:00:00+01:00", "ResourceId": "ok2"}},
+        {"labels": {"BilledCost": "0", "BillingPeriodStart": "2024-01-01T00:00:00+01:00", "ResourceId": "ok2",
+                    "ConsumedQuantity": "NULL"}},
         {"labels": {"BilledCost": "1", "BillingPeriodStart": "2024-01-01", "bad-label": "x"}},
+        {"labels": {"BilledCost": "", "BillingPeriodStart": "2024-01-01", "ResourceId": "no-cost"}},
     ]
     resp = dbhandler.upload(recs, {"table": "other"})
     assert resp.status_code == 200, resp.text
     answer = resp.json()
-    assert (answer["records_processed"], answer["records_rejected"]) == (2, 5)
+    assert (answer["records_processed"], answer["records_rejected"]) == (2, 6)
     assert [(e["row"], e["loc"]) for e in answer["errors"]] == [
-        (1, "billedcost"), (2, "billingperiodstart"), (3, "billingperiodstart"), (4, ""), (6, "bad-label")]
-    assert dbhandler.sql("SELECT resourceid, billedcost, billingperiodstart FROM other ORDER BY resourceid") == [
-        ["ok1", 2.5, 1704067200000], ["ok2", 0.0, 1704063600000]]
+        (1, "billedcost"), (2, "billingperiodstart"), (3, "billingperiodstart"), (4, ""), (6, "bad-label"),
+        (7, "billedcost")]
+    assert answer["errors"][0]["value"] == "two" and "'two' is not a number" in answer["errors"][0]["msg"]
+    assert "required" in answer["errors"][-1]["msg"]
+    assert dbhandler.sql("SELECT resourceid, billedcost, billingperiodstart, consumedquantity FROM other ORDER BY resourceid") == [
+        ["ok1", 2.5, 1704067200000, None], ["ok2", 0.0, 1704063600000, None]]
 
 
 def test_every_row_bad_is_400_listing_them(dbhandler: DbHandler) -> None:

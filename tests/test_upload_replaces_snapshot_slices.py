@@ -147,7 +147,7 @@ def test_resource_rows_are_replaced_by_resource_metric_and_timestamp(dbhandler: 
     send_run(dbhandler, "run-2", [[res("vm1", "2024-01-01T01:00:00Z", "5"), res("vm1", "2024-01-01T02:00:00Z", "")]],
              table="usage", type_="resource")
     got = dbhandler.sql("SELECT resourceid, metricname, timestamp, average FROM usage ORDER BY timestamp")
-    assert got == [["vm1", "cpu", 1704067200000, 1.0], ["vm1", "cpu", 1704070800000, 5.0], ["vm1", "cpu", 1704074400000, 0.0]]
+    assert got == [["vm1", "cpu", 1704067200000, 1.0], ["vm1", "cpu", 1704070800000, 5.0], ["vm1", "cpu", 1704074400000, None]]  # an empty average stays NULL
 
 
 def test_generic_runs_replace_the_whole_source_slice(dbhandler: DbHandler) -> None:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from functions.errors import FieldError, InvalidInput, Unavailable
 from functions.models.k8s import conditions as krateo_conditions
-from functions.models.k8s import now_rfc3339
+from functions.models.k8s import degraded_condition, now_rfc3339
 from functions.models.registry import KindInfo, all_kinds
 
 if TYPE_CHECKING:
@@ -202,19 +202,24 @@ class KubeStatusWriter:
 
 
 def write_outcome(reader: ResourceReader, writer: StatusWriter, kind: str, namespace: str, name: str, ok: bool,
-                  message: str, extra: dict[str, Any] | None = None) -> None:
-    """Ready/Synced after a cycle: True (Available / ReconcileSuccess) or False (ReconcileError).
+                  message: str, extra: dict[str, Any] | None = None, rejected: str | None = None) -> None:
+    """Ready/Synced after a cycle: True (Available / ReconcileSuccess) or False (ReconcileError), and
+    after a good cycle Degraded (True with `rejected` as its message when rows were kept out).
 
     The CR is read first so lastTransitionTime moves only when a condition flips; a CR gone is ignored.
+    A failed cycle leaves the last Degraded condition as it was (nothing was counted).
     """
     body = reader.get(kind, namespace, name)
     if body is None:
         return
     old = (body.get("status") or {}).get("conditions")
+    now = now_rfc3339()
     if ok:
-        conds = krateo_conditions(old, True, "Available", True, "ReconcileSuccess", message, now_rfc3339())
+        conds = krateo_conditions(old, True, "Available", True, "ReconcileSuccess", message, now)
+        conds.append(degraded_condition(old, rejected, now))
     else:
-        conds = krateo_conditions(old, False, "ReconcileError", False, "ReconcileError", message, now_rfc3339())
+        conds = krateo_conditions(old, False, "ReconcileError", False, "ReconcileError", message, now)
+        conds += [dict(c) for c in old or [] if isinstance(c, Mapping) and c.get("type") == "Degraded"]
     writer.set_conditions(kind, namespace, name, conds, extra)
 
 

@@ -35,6 +35,7 @@ except ImportError:  # pragma: no cover - prometheus-client is a runtime depende
 
 NAME_COLUMN = "__name__"
 VALUE_COLUMN = "__value__"
+ROW_COLUMN = "__row__"  # the source row number: bookkeeping of the snapshot, never a label
 MAX_BATCH_ROWS = 50_000
 _FIRST_SLICE_ROWS = 256
 _CHUNK_BYTES = 1 << 20
@@ -101,7 +102,7 @@ def _render_lines(batch: pa.RecordBatch) -> tuple[pa.StringArray | None, pa.Arra
     if batch.num_rows == 0:
         return None, pa.array([], pa.string())
     names = batch.column(NAME_COLUMN).cast(pa.string())
-    label_names = sorted(n for n in batch.schema.names if n not in (NAME_COLUMN, VALUE_COLUMN))
+    label_names = sorted(n for n in batch.schema.names if n not in (NAME_COLUMN, VALUE_COLUMN, ROW_COLUMN))
     bad = [n for n in label_names if not _LABEL_NAME.fullmatch(n) or n.startswith("__")]
     if bad:
         raise InvalidInput("invalid label names", [FieldError(n, "not a Prometheus label name") for n in bad])

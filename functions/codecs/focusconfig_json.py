@@ -4,10 +4,17 @@ Why build Arrow directly: Krateo joined fields with `,` without quoting, so a co
 broke the whole cycle (spec §13 item 51). We keep Krateo's value conversions (quantities as plain
 decimals, times as RFC 3339 UTC, tag lists as `k=v;k2=v2`) but never go through CSV text, so
 commas, quotes and newlines survive.
+
+Differences from Krateo, so that totals stay right: an absent or NULL value (`null`, `"NULL"`, `""`)
+stays empty, the FOCUS null (Krateo wrote `0` for a quantity and `0001-01-01T00:00:00Z` for a time:
+a missing quantity looked like a real zero); a value that does not convert is kept as its text, so
+the row reaches the database handler and is rejected there with its row, column and value (Krateo
+failed the whole payload for one bad cell).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from decimal import Decimal, InvalidOperation
@@ -15,7 +22,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from functions.codecs._text import ZERO_TIME, plain_decimal, rfc3339_utc, string_batch
+from functions.codecs._text import plain_decimal, rfc3339_utc, string_batch
+from functions.codecs.focus_values import NULL_LITERALS
 from functions.errors import FieldError, InvalidInput
 from functions.models.focus import FOCUS_FIELDS, L, Q, T
 
@@ -34,9 +42,9 @@ _SUFFIX = {
 
 
 def quantity_text(value: Any) -> str:
-    """A Kubernetes quantity (number or string like `1.5k`, `100m`, `2Ki`) as a plain decimal."""
-    if value is None or value == "":
-        return "0"
+    """A Kubernetes quantity (number or string like `1.5k`, `100m`, `2Ki`) as a plain decimal; "" when absent."""
+    if value is None or (isinstance(value, str) and value.strip() in NULL_LITERALS):
+        return ""
     if isinstance(value, bool):
         raise ValueError(f"not a quantity: {value!r}")
     if isinstance(value, int | float):
@@ -66,7 +74,7 @@ def _cell(kind: str, value: Any) -> str:
     if kind == Q:
         return quantity_text(value)
     if kind == T:
-        return ZERO_TIME if value in (None, "") else rfc3339_utc(str(value))
+        return "" if value is None or str(value).strip() in NULL_LITERALS else rfc3339_utc(str(value))
     if kind == L:
         return _tags_text(value)
     return "" if value is None else str(value)
@@ -86,20 +94,20 @@ def _items(docs: Iterable[Any]) -> Iterable[tuple[int, Any]]:
             n += 1
 
 
-def to_batch(docs: Iterable[Any]) -> pa.RecordBatch:
-    """One row per FocusConfig item across all pages; every bad field is reported at once."""
+def to_batch(docs: Iterable[Any], problems: list[FieldError] | None = None) -> pa.RecordBatch:
+    """One row per FocusConfig item across all pages. A value that does not convert is kept as its
+    text (its row is rejected downstream, naming it) and, when `problems` is given, listed there."""
     columns: list[list[str]] = [[] for _ in FOCUS_FIELDS]
-    errors: list[FieldError] = []
     for n, item in _items(docs):
         spec = item.get("spec") if isinstance(item, Mapping) else None
         focus = spec.get("focusSpec") if isinstance(spec, Mapping) else None
         focus = focus if isinstance(focus, Mapping) else {}
         for col, (field, _, kind) in zip(columns, FOCUS_FIELDS, strict=True):
+            value = focus.get(field)
             try:
-                col.append(_cell(kind, focus.get(field)))
+                col.append(_cell(kind, value))
             except (ValueError, TypeError) as exc:
-                errors.append(FieldError(f"items[{n}].spec.focusSpec.{field}", str(exc)))
-                col.append("")
-    if errors:
-        raise InvalidInput(f"{len(errors)} invalid FocusConfig field(s)", errors)
+                if problems is not None:
+                    problems.append(FieldError(f"items[{n}].spec.focusSpec.{field}", str(exc)))
+                col.append(value if isinstance(value, str) else json.dumps(value, default=str))
     return string_batch(list(FOCUS_COLUMNS), columns)

@@ -2,7 +2,8 @@
 
 JSON record: `{"labels": {name: value}, "value": float, "timestamp": unix_seconds}`.
 Columnar: one string column per label (null = absent, "" = present and empty), `__value__` float64,
-`__timestamp__` int64, an optional `__name__` that readers ignore. JSON is Krateo's compatibility
+`__timestamp__` int64, an optional `__name__` that readers ignore, and an optional `__row__` int64:
+each record's row number in the source (our exporter sets it, so a rejected row names its source row). JSON is Krateo's compatibility
 path; the IPC stream is the bulk path (no per-row JSON encode/decode, PLATFORM.md).
 """
 
@@ -21,7 +22,8 @@ from functions.errors import FieldError, InvalidInput
 NAME_COLUMN = "__name__"
 VALUE_COLUMN = "__value__"
 TIMESTAMP_COLUMN = "__timestamp__"
-_RESERVED = (NAME_COLUMN, VALUE_COLUMN, TIMESTAMP_COLUMN)
+ROW_COLUMN = "__row__"
+_RESERVED = (NAME_COLUMN, VALUE_COLUMN, TIMESTAMP_COLUMN, ROW_COLUMN)
 IPC_MEDIA_TYPE = "application/vnd.apache.arrow.stream"
 
 
@@ -244,7 +246,7 @@ def _normalise(batch: pa.RecordBatch) -> pa.RecordBatch:
         if field.name == VALUE_COLUMN:
             ok = pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_null(kind)
             target = pa.float64()
-        elif field.name == TIMESTAMP_COLUMN:
+        elif field.name in (TIMESTAMP_COLUMN, ROW_COLUMN):
             ok = pa.types.is_integer(kind) or pa.types.is_null(kind)
             target = pa.int64()
         else:

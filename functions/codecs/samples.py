@@ -3,46 +3,57 @@
 Krateo's naming rules (spec §5.6, §13 items 19-22), vectorised with pyarrow.compute: cost ->
 `billed_cost` valued by BilledCost with `x_` columns dropped; resource -> lower(column 1) with
 spaces as `_`, valued by column 3; generic -> generic.metricName valued by valueColumnIndex.
-Every kept column is a label, the value column too; `Tags` columns are rewritten; rows whose value
-does not parse as a float (Go's ParseFloat rules, hex floats aside) are dropped and counted.
-Invalid names are InvalidInput listing every bad one (Krateo's exporter crashed).
+Every kept column is a label, the value column too; `Tags` columns are rewritten. The value follows
+the shared FOCUS cell rules (functions.codecs.focus_values). A row whose value is NULL or does not
+parse is NOT dropped (Krateo dropped it silently): it stays in the sample table with a null
+`__value__` and its text intact in the value's label, so the database handler stores it in the
+rejects with its reason; the exposition text leaves it out. `__row__` is each row's number in the
+source (1-based, counted across pages). Invalid names are InvalidInput listing every bad one
+(Krateo's exporter crashed).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from functions.codecs import focus_values
 from functions.errors import FieldError, InvalidInput
 from functions.models.crs import Generic
 
-NAME_COL, VALUE_COL = "__name__", "__value__"
+NAME_COL, VALUE_COL, ROW_COL = "__name__", "__value__", "__row__"
+FIRST_REASONS = 5
 METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-_FLOAT = r"^[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|(?i:inf|infinity|nan))$"
-_INF_LITERAL = r"(?i)inf"
 
 
 @dataclass
 class SampleStats:
-    """Filled while `to_samples` is consumed: rows kept and rows dropped (unparsable value)."""
+    """Filled while `to_samples` is consumed: every source row counted, valued or not.
+
+    `rows` = rows received (all in the sample table); `rejected` = rows without a usable value
+    (NULL, or not a FOCUS number), with the first few reasons."""
 
     rows: int = 0
-    dropped: int = 0
+    rejected: int = 0
+    reasons: list[dict[str, Any]] = field(default_factory=list)
+    skipped_columns: list[str] = field(default_factory=list)
+    """FOCUS `x_` columns whose names cannot be labels (e.g. with spaces): left out and named here."""
+
+    @property
+    def valued(self) -> int:
+        return self.rows - self.rejected
 
 
 def parse_values(col: pa.Array) -> pa.Array:
-    """float64 of each cell; null where Go's ParseFloat fails (syntax, or overflow to ±Inf)."""
-    col = col.cast(pa.string())
-    ok = pc.fill_null(pc.match_substring_regex(col, _FLOAT), False)
-    values = pc.cast(pc.if_else(ok, col, pa.scalar(None, pa.string())), pa.float64())
-    overflow = pc.and_(pc.is_inf(values), pc.invert(pc.match_substring_regex(col, _INF_LITERAL)))
-    return pc.if_else(pc.fill_null(overflow, False), pa.scalar(None, pa.float64()), values)
+    """float64 of each cell by the shared FOCUS rules; null for NULL cells and non-numbers."""
+    return focus_values.numbers(col)[0]
 
 
 def rewrite_tags(col: pa.Array) -> pa.Array:
@@ -82,12 +93,15 @@ class _Plan:
     name: str | None  # None: per row from column 1 (resource)
 
 
-def _plan(names: list[str], metric_type: str, generic: Generic | None) -> _Plan:
+def _plan(names: list[str], metric_type: str, generic: Generic | None, stats: SampleStats) -> _Plan:
     if metric_type == "cost":
         from functions.codecs.sources import require_billed_cost
 
-        labels = [i for i, n in enumerate(names) if not n.startswith("x_")]
-        plan = _Plan(require_billed_cost(names), labels, "billed_cost")
+        # Every column is a label, FOCUS custom `x_` columns too (Krateo dropped them: their data was
+        # lost). An x_ name that cannot be a label (spaces, dots) is left out and reported, not fatal.
+        odd = [n for n in names if n.startswith("x_") and not LABEL_NAME.match(n)]
+        stats.skipped_columns = odd
+        plan = _Plan(require_billed_cost(names), [i for i, n in enumerate(names) if n not in odd], "billed_cost")
     elif metric_type == "resource":
         if len(names) < 4:
             raise InvalidInput(f"resource payload needs at least 4 columns, got {len(names)}")
@@ -110,11 +124,10 @@ def _plan(names: list[str], metric_type: str, generic: Generic | None) -> _Plan:
     return plan
 
 
-def _convert(batch: pa.RecordBatch, plan: _Plan, schema: pa.Schema) -> tuple[pa.RecordBatch, int]:
-    values = parse_values(batch.column(plan.value_index))
-    keep = pc.is_valid(values)
-    batch, values = batch.filter(keep), values.filter(keep)
-    dropped = len(keep) - batch.num_rows
+def _convert(batch: pa.RecordBatch, plan: _Plan, schema: pa.Schema, first_row: int, stats: SampleStats) -> pa.RecordBatch:
+    raw = batch.column(plan.value_index)
+    values, wrong = focus_values.numbers(raw)
+    _count_rejected(raw, values, wrong, batch.schema.names[plan.value_index], first_row, stats)
     if plan.name is None:
         names = pc.replace_substring(pc.utf8_lower(batch.column(1).cast(pa.string())), " ", "_")
         check_metric_names(pc.unique(names).to_pylist())
@@ -124,7 +137,23 @@ def _convert(batch: pa.RecordBatch, plan: _Plan, schema: pa.Schema) -> tuple[pa.
     for i in plan.labels:
         col = batch.column(i).cast(pa.string())
         labels.append(rewrite_tags(col) if "Tags" in batch.schema.names[i] else col)
-    return pa.RecordBatch.from_arrays([names, values, *labels], schema=schema), dropped
+    rows = pa.array(range(first_row, first_row + batch.num_rows), pa.int64())
+    return pa.RecordBatch.from_arrays([names, values, rows, *labels], schema=schema)
+
+
+def _count_rejected(raw: pa.Array, values: pa.Array, wrong: pa.Array, column: str, first_row: int, stats: SampleStats) -> None:
+    """Rows with no usable value: counted, and the first few described (row, column, value, reason)."""
+    missing = pc.is_null(values)
+    count = pc.sum(pc.cast(missing, pa.int64())).as_py() or 0
+    stats.rejected += count
+    if not count or len(stats.reasons) >= FIRST_REASONS:
+        return
+    idx = pc.indices_nonzero(missing).to_pylist()[: FIRST_REASONS - len(stats.reasons)]
+    for i in idx:
+        value = raw[i].as_py()
+        why = (focus_values.describe(column, value, "number") if wrong[i].as_py()
+               else f"{column} is required (the cell is empty or NULL)")
+        stats.reasons.append({"row": first_row + i, "loc": column, "value": value, "msg": why})
 
 
 def to_samples(
@@ -159,13 +188,13 @@ def _converted(
     out: pa.Schema | None = None
     for batch in batches:
         if source is None or not batch.schema.equals(source):
-            source, plan = batch.schema, _plan(batch.schema.names, metric_type, generic)
-            fields = [pa.field(NAME_COL, pa.string(), False), pa.field(VALUE_COL, pa.float64())]
+            source, plan = batch.schema, _plan(batch.schema.names, metric_type, generic, stats)
+            fields = [pa.field(NAME_COL, pa.string(), False), pa.field(VALUE_COL, pa.float64()),
+                      pa.field(ROW_COL, pa.int64(), False)]
             out = pa.schema(fields + [pa.field(source.names[i], pa.string()) for i in plan.labels])
         assert plan is not None and out is not None
-        result, dropped = _convert(batch, plan, out)
+        result = _convert(batch, plan, out, stats.rows + 1, stats)
         stats.rows += result.num_rows
-        stats.dropped += dropped
         if result.num_rows:
             yield result
 

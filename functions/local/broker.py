@@ -81,6 +81,9 @@ class Result:
     attempts: int = 0
     reply_type: str | None = None
     reply_error: str | None = None  # what a `*.failed` reply says went wrong
+    reply_rejected: int = 0  # rows the cycle kept out (received - stored), from the reply's data
+    reply_received: int = 0
+    reply_reasons: list[dict[str, Any]] = field(default_factory=list)  # the first of them: row, loc, value, msg
     error: str | None = None
     dead_lettered: bool = False
 
@@ -274,6 +277,10 @@ class Broker:
             result.error = f"reply is not a valid CloudEvent: {exc}"
             return None
         result.reply_type = reply.type
+        data = reply.data if isinstance(reply.data, dict) else {}
+        if isinstance(data.get("rejected"), int) and data["rejected"] > 0:
+            result.reply_rejected, result.reply_received = data["rejected"], int(data.get("received") or 0)
+            result.reply_reasons = [r for r in data.get("reasons") or [] if isinstance(r, dict)][:5]
         if reply.type.endswith(".failed"):  # the delivery worked, the cycle did not: say why
             data = reply.data if isinstance(reply.data, dict) else {}
             fields = "; ".join(f"{e.get('loc')}: {e.get('msg')}" for e in data.get("errors") or [] if isinstance(e, dict))

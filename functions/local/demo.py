@@ -249,7 +249,7 @@ class _Demo:
         started = time.monotonic()
         for ps in pingsources_for(doc):
             results = stack.broker.publish(ping_event(ps), wait=True)
-            problem = cycle_problem(doc["kind"], results)
+            problem = cycle_problem(doc["kind"], results, doc.get("spec"))
             if problem:
                 raise DemoFailed(f"finops run {ref}", problem)
         self.progress(f"finops run {ref}: ok in {time.monotonic() - started:.1f}s")
@@ -360,17 +360,24 @@ def demo_secrets(apis: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def cycle_problem(kind: str, results: list[Any]) -> str:
-    """Why a synchronous cycle failed ('' when it worked): a failed delivery, or a chain that stopped early."""
+def cycle_problem(kind: str, results: list[Any], spec: Any = None) -> str:
+    """Why a synchronous cycle failed ('' when it worked): a failed delivery, or a chain that stopped early.
+
+    An ExporterScraperConfig expects an export only with an exporterConfig and an upload only with a
+    scraperConfig (either half is optional); without `spec` both are expected.
+    """
     if not results:
         return "no Trigger matched the tick (is knative/base/30-triggers.yaml complete?)"
     failed = [r for r in results if not r.ok]
     if failed:
         r = failed[0]
         return f"{r.trigger} -> {r.subscriber} answered HTTP {r.status} after {r.attempts} attempt(s): {r.error}"
-    if kind == "ExporterScraperConfig" and not any(r.reply_type == "io.finops.export.completed" for r in results):
+    halves = spec if isinstance(spec, dict) else {"exporterConfig": {}, "scraperConfig": {}}
+    exports = kind == "ExporterScraperConfig" and halves.get("exporterConfig") is not None
+    uploads = kind != "ExporterScraperConfig" or halves.get("scraperConfig") is not None
+    if exports and not any(r.reply_type == "io.finops.export.completed" for r in results):
         return "the exporter finished without a snapshot (no io.finops.export.completed)"
-    if not any(r.reply_type == "io.finops.upload.completed" for r in results):
+    if uploads and not any(r.reply_type == "io.finops.upload.completed" for r in results):
         return "the scraper uploaded nothing (no io.finops.upload.completed)"
     return ""
 
@@ -409,9 +416,12 @@ def _tables(docs: list[dict[str, Any]]) -> tuple[str, str | None]:
     for doc in docs:
         if doc.get("kind") != "ExporterScraperConfig":
             continue
-        spec = doc.get("spec", {})
-        kind = str(spec.get("exporterConfig", {}).get("metricType") or "cost").lower()
-        table = str(spec.get("scraperConfig", {}).get("tableName") or "")
+        spec = doc.get("spec") or {}
+        scraper = spec.get("scraperConfig")
+        if not scraper:
+            continue  # exporter-only: served on /metrics, stored nowhere
+        kind = str((spec.get("exporterConfig") or scraper).get("metricType") or "cost").lower()
+        table = str(scraper.get("tableName") or "")
         if kind == "cost" and not cost:
             cost = table
         elif kind == "resource" and usage is None:

@@ -1,8 +1,8 @@
 """Krateo-compatible collection CRs (`finops.krateo.io/v1`): the single source of truth.
 
 CRD YAML in crds/ and the JSON Schemas in schemas/ are generated from these models (task crds).
-Field names, defaults and case rules follow Krateo (spec §2); credentials are always Secret
-references, never inline.
+Field names, defaults and case rules follow Krateo's finops-data-types and the CRDs of
+finops-operator-exporter and finops-operator-scraper; credentials are always Secret references, never inline.
 """
 
 from __future__ import annotations
@@ -76,8 +76,8 @@ class ExporterConfigSpec(CamelModel):
 
 class ScraperConfigSpec(CamelModel):
     table_name: str = Field(description="Destination table.", min_length=1)
-    polling_interval: str = Field(description="Go duration between scrapes (an ExporterScraperConfig scrapes on export.completed instead).", json_schema_extra={"format": "duration"})
-    api: API | None = Field(default=None, description="Endpoint to scrape; for an ExporterScraperConfig our exporter is used when empty.")
+    polling_interval: str = Field(description="Go duration between scrapes (an ExporterScraperConfig with an exporterConfig scrapes on export.completed instead).", json_schema_extra={"format": "duration"})
+    api: API | None = Field(default=None, description="Endpoint to scrape; an ExporterScraperConfig with an exporterConfig reads our exporter unless it has an endpointRef.")
     metric_type: MetricType = Field(default="cost", description="cost, resource or generic; ignored inside an ExporterScraperConfig (exporterConfig.metricType wins).")
     generic: Generic | None = Field(default=None, description="Generic-metric selection (metricName, valueColumnIndex).")
     scraper_database_config_ref: ObjectRef = Field(description="DatabaseConfig holding the database user and password Secret.")
@@ -104,15 +104,31 @@ class _Resource(CamelModel):
 
 
 class ExporterScraperConfigSpec(CamelModel):
-    exporter_config: ExporterConfigSpec = Field(description="What to poll and how to convert it.")
-    scraper_config: ScraperConfigSpec = Field(description="Where to store it.")
+    """Either half or both (each optional, as in krateo's finops-operator-exporter CRD), at least one.
+
+    Exporter only: exported on exporterConfig.pollingInterval and served on GET /metrics/<namespace>/<name>
+    for any Prometheus; nothing is stored. Scraper only: scraperConfig.api is scraped on
+    scraperConfig.pollingInterval, like a ScraperConfig. A spec with neither would do nothing: refused.
+    """
+
+    model_config = CamelModel.model_config | {"json_schema_extra": {"minProperties": 1}}
+    exporter_config: ExporterConfigSpec | None = Field(
+        default=None, description="What to poll and how to convert it; without it scraperConfig.api is scraped on scraperConfig.pollingInterval.")
+    scraper_config: ScraperConfigSpec | None = Field(
+        default=None, description="Where to store it; without it the snapshot is only served on GET /metrics/<namespace>/<name>.")
+
+    @model_validator(mode="after")
+    def _a_half_at_least(self) -> ExporterScraperConfigSpec:
+        if self.exporter_config is None and self.scraper_config is None:
+            raise ValueError("exporterConfig or scraperConfig is required (either or both); neither is set")
+        return self
 
 
 class ExporterScraperConfig(_Resource):
     KIND: ClassVar[str] = "ExporterScraperConfig"
     PLURAL: ClassVar[str] = "exporterscraperconfigs"
     kind: Literal["ExporterScraperConfig"] = Field(default="ExporterScraperConfig", description="Kind.")
-    spec: ExporterScraperConfigSpec = Field(description="Exporter and scraper settings.")
+    spec: ExporterScraperConfigSpec = Field(description="Exporter and/or scraper settings (at least one of them).")
     status: ConditionedStatus | None = Field(default=None, description="Observed state.")
 
 

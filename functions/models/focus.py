@@ -56,8 +56,11 @@ FOCUS_FIELDS: tuple[tuple[str, str, str], ...] = (
 
 QUANTITY_PATTERN = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+    r"|^(NULL|null)?$"
 )
-"""The Kubernetes resource.Quantity pattern controller-gen writes into Krateo's CRD."""
+"""The Kubernetes resource.Quantity pattern controller-gen writes into Krateo's CRD, plus the FOCUS
+null (`NULL`, `null`, empty): a credit's required consumedQuantity has no value, and Krateo's pattern
+forced users to write a fake 0."""
 
 REQUIRED: frozenset[str] = frozenset({
     "billedCost", "billingCurrency", "billingPeriodEnd", "billingPeriodStart", "chargeCategory",
@@ -115,6 +118,8 @@ def _time(value: Any) -> Any:
         value = value if value.tzinfo else value.replace(tzinfo=UTC)
         return value.isoformat().replace("+00:00", "Z")
     if isinstance(value, str):
+        if value.strip() in ("", "NULL", "null"):  # the FOCUS null
+            return value
         try:
             datetime.fromisoformat(value.strip())
         except ValueError as exc:

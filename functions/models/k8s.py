@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -42,10 +42,11 @@ class SecretKeySelector(CamelModel):
 
 
 class Condition(CamelModel):
-    type: Literal["Ready", "Synced"] = Field(description="Condition type (Krateo style).")
+    type: Literal["Ready", "Synced", "Degraded"] = Field(
+        description="Condition type (Krateo style); Degraded=True (RowsRejected) when the last cycle rejected rows.")
     status: Literal["True", "False", "Unknown"] = Field(description="Condition status.")
     last_transition_time: str = Field(description="RFC3339 time of the last change.")
-    reason: str = Field(description="CamelCase reason: Available, Unavailable, Creating, Deleting, ReconcileSuccess, ReconcileError.")
+    reason: str = Field(description="CamelCase reason: Available, Unavailable, Creating, Deleting, ReconcileSuccess, ReconcileError, RowsRejected, AllRowsStored.")
     message: str | None = Field(default=None, description="Human-readable detail.")
 
 
@@ -69,6 +70,28 @@ def conditions(old: list[Mapping[str, Any]] | None, ready: bool, ready_reason: s
                                          "reason": reason, "message": message})
         out.append(cond.model_dump(by_alias=True))
     return out
+
+
+def degraded_condition(old: list[Mapping[str, Any]] | None, rejected: str | None, now: str) -> dict[str, Any]:
+    """`Degraded`: True (RowsRejected, the counts and first reasons in the message) when the last cycle
+    kept some rows out, False (AllRowsStored) otherwise. Ready stays True either way: the cycle worked."""
+    previous = {str(c.get("type")): c for c in old or [] if isinstance(c, Mapping)}.get("Degraded", {})
+    status = "True" if rejected else "False"
+    since = str(previous.get("lastTransitionTime") or now) if previous.get("status") == status else now
+    cond = Condition.model_validate({
+        "type": "Degraded", "status": status, "lastTransitionTime": since,
+        "reason": "RowsRejected" if rejected else "AllRowsStored", "message": rejected or "every row received was stored"})
+    return cond.model_dump(by_alias=True)
+
+
+def rejected_summary(rejected: int, received: int, reasons: Sequence[Mapping[str, Any]], limit: int = 3) -> str | None:
+    """One line for people: how many rows of how many were kept out, and the first reasons (row,
+    column, value, why); None when nothing was rejected."""
+    if not rejected:
+        return None
+    first = "; ".join(f"row {r.get('row')}: {r.get('msg')}" for r in list(reasons)[:limit])
+    more = f" (first: {first})" if first else ""
+    return f"{rejected} of {received} rows rejected{more}"
 
 
 def secret_data(secret: dict[str, Any]) -> dict[str, str]:

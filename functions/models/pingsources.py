@@ -1,8 +1,11 @@
 """The PingSources a schedule-bearing CR needs: one pure rule shared by the kopf bridge and the local stack.
 
-- ExporterScraperConfig -> one PingSource `<name>-exporter` at `spec.exporterConfig.pollingInterval`.
-  Its scrape follows `io.finops.export.completed`, so `spec.scraperConfig.pollingInterval` is accepted
-  but has no timer of its own (the schedule note says so).
+- ExporterScraperConfig with an exporterConfig -> one PingSource `<name>-exporter` at
+  `spec.exporterConfig.pollingInterval`. Its scrape (if it has a scraperConfig) follows
+  `io.finops.export.completed`, so `spec.scraperConfig.pollingInterval` is accepted but has no timer
+  of its own (the schedule note says so).
+- ExporterScraperConfig with only a scraperConfig -> one PingSource `<name>-scraper` at
+  `spec.scraperConfig.pollingInterval`: no exporter runs, so the scraper needs a timer, like a ScraperConfig.
 - ScraperConfig -> one PingSource `<name>-scraper` at `spec.pollingInterval`.
 - Every other kind (DatabaseConfig, ...) -> none.
 
@@ -55,9 +58,13 @@ def plan(cr: Mapping[str, Any] | BaseModel, broker_namespace: str = BROKER_NAMES
     """
     model = _as_model(cr)
     if isinstance(model, crs.ExporterScraperConfig):
-        spec = model.spec
-        extra = NO_SCRAPER_TIMER.format(interval=spec.scraper_config.polling_interval)
-        return [_plan(model, "exporter", spec.exporter_config.polling_interval, extra, broker_namespace)]
+        exporter, scraper = model.spec.exporter_config, model.spec.scraper_config
+        if exporter is not None:
+            extra = NO_SCRAPER_TIMER.format(interval=scraper.polling_interval) if scraper is not None else ""
+            return [_plan(model, "exporter", exporter.polling_interval, extra, broker_namespace)]
+        if scraper is not None:  # scraper-only: nothing exports, so nothing would trigger its scrape
+            return [_plan(model, "scraper", scraper.polling_interval, "", broker_namespace)]
+        return []
     if isinstance(model, crs.ScraperConfig):
         return [_plan(model, "scraper", model.spec.polling_interval, "", broker_namespace)]
     return []

@@ -15,6 +15,16 @@ Families (prometheus_client custom collector, rendered by `generate_latest` on a
 | `ai_finops_budget_burn_ratio` | gauge | budget, period, team, project, source | spend / amount of the budget's CURRENT UTC period |
 | `ai_finops_budget_amount_dollars` | gauge | budget, period, team, project, source | the budget's amount per period |
 
+The same exposition carries the collection pipeline's accounting, read from the ledger every upload
+writes (functions.storage.ledger), so a Prometheus alert sees rows kept out of any source:
+
+| metric | type | labels | value |
+|---|---|---|---|
+| `finops_ingest_last_run_rows_received` | gauge | source, table | rows the source's latest committed run received |
+| `finops_ingest_last_run_rows_stored` | gauge | source, table | rows of it stored |
+| `finops_ingest_last_run_rows_rejected` | gauge | source, table | rows of it kept in `finops_rejects` (alert on `> 0`) |
+| `finops_ingest_last_run_timestamp_seconds` | gauge | source, table | when that run committed |
+
 Budget scope labels are "" when the budget applies to any value. A counter only decreases if a
 credit (a negative cost) is stored: `rate()` then reads it as a reset, as Prometheus documents.
 When the database is unreachable the scrape fails (503) rather than exposing zeros that would
@@ -36,7 +46,7 @@ from functions.clients.db import Database
 from functions.clients.kube import ResourceReader
 from functions.logs import get_logger
 from functions.models.aicost import AICostBudget, AICostSettings, period_bounds
-from functions.storage import aicost_store
+from functions.storage import aicost_store, ledger
 
 log = get_logger("aicost.metrics")
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
@@ -44,7 +54,9 @@ COST_METRIC = "ai_finops_cost_dollars_total"
 EVENTS_METRIC = "ai_finops_events_ingested_total"
 BURN_METRIC = "ai_finops_budget_burn_ratio"
 AMOUNT_METRIC = "ai_finops_budget_amount_dollars"
-METRIC_NAMES: tuple[str, ...] = (COST_METRIC, EVENTS_METRIC, BURN_METRIC, AMOUNT_METRIC)
+INGEST_METRICS = ("finops_ingest_last_run_rows_received", "finops_ingest_last_run_rows_stored",
+                  "finops_ingest_last_run_rows_rejected", "finops_ingest_last_run_timestamp_seconds")
+METRIC_NAMES: tuple[str, ...] = (COST_METRIC, EVENTS_METRIC, BURN_METRIC, AMOUNT_METRIC, *INGEST_METRICS)
 """Every metric name this exposition carries (the dashboard test checks its queries against them)."""
 TOTAL_LABELS = ("team", "project", "source")
 BUDGET_LABELS = ("budget", "period", "team", "project", "source")
@@ -88,6 +100,25 @@ class AICostCollector(Collector):
         yield amount
 
 
+class IngestCollector(Collector):
+    """The latest committed run of every collection source: rows received, stored and rejected."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def collect(self) -> Iterator[Metric]:
+        helps = ("Rows the latest committed run of a source received.", "Rows of that run stored in its table.",
+                 "Rows of that run rejected (kept with their reason in finops_rejects; `finops rejects KIND/NS/NAME`).",
+                 "Unix time the latest run of a source committed.")
+        families = [GaugeMetricFamily(n, h, labels=("source", "table")) for n, h in zip(INGEST_METRICS, helps, strict=True)]
+        for run in ledger.last_runs(self.db):
+            labels = [run["source"], run["table"]]
+            for family, value in zip(families, (run["rows_received"], run["rows_stored"], run["rows_rejected"],
+                                                run["at"] / 1000), strict=True):
+                family.add_metric(labels, float(value))
+        yield from families
+
+
 def budgets(reader: ResourceReader) -> list[AICostBudget]:
     """Every valid AICostBudget; a broken one is logged and left out (it must not fail the scrape)."""
     out = []
@@ -106,4 +137,5 @@ def handle(db: Database, reader: ResourceReader, settings: AICostSettings,
     """(content type, exposition body) of one scrape: a fresh registry holding one fresh collector."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(AICostCollector(db, reader, settings, now))
+    registry.register(IngestCollector(db))
     return CONTENT_TYPE, generate_latest(registry)

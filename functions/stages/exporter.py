@@ -1,6 +1,7 @@
 """Exporter: poll one API, convert its payload, keep the result as a durable columnar snapshot.
 
-Trigger:     PingSource tick or `io.finops.cr.applied` for an ExporterScraperConfig (POST CloudEvent);
+Trigger:     PingSource tick or `io.finops.cr.applied` for an ExporterScraperConfig (POST CloudEvent; a
+             scraper-only one has nothing to export);
              GET /metrics/<namespace>/<name> to read the snapshot.
 Input:       the ExporterScraperConfig and its endpoint Secret (read through a ResourceReader).
 Output:      a new snapshot (sample table, Arrow IPC) and the `io.finops.export.completed` event;
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import pyarrow as pa
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from functions.clients import endpoint as endpoint_client
 from functions.clients import kube
@@ -31,8 +32,8 @@ from functions.clients.kube import ResourceReader
 from functions.codecs import exposition, samples, sources
 from functions.errors import InvalidInput, field_errors
 from functions.logs import get_logger
-from functions.models.crs import ExporterScraperConfig
-from functions.models.k8s import now_rfc3339
+from functions.models.crs import ExporterConfigSpec, ExporterScraperConfig, ExporterScraperConfigSpec
+from functions.models.k8s import now_rfc3339, rejected_summary
 from functions.models.refs import ConfigRef
 from functions.storage.snapshots import SnapshotStore
 
@@ -44,21 +45,34 @@ log = get_logger("exporter")
 
 @dataclass(frozen=True)
 class ExportResult:
+    """One export cycle: `rows` = rows received from the API, all kept in the snapshot; `rejected` of
+    them have no usable value (NULL or not a FOCUS number): the database handler stores them in its
+    rejects, the exposition text leaves them out."""
+
     config: str
     metric_type: str
     rows: int
     bytes: int
     pages: int
     seconds: float
+    rejected: int = 0
+    reasons: tuple[dict[str, Any], ...] = ()
 
     def event_data(self) -> dict[str, Any]:
-        return {"config": self.config, "metricType": self.metric_type, "rows": self.rows, "pages": self.pages}
+        return {"config": self.config, "metricType": self.metric_type, "rows": self.rows, "pages": self.pages,
+                "received": self.rows, "rejected": self.rejected, "reasons": list(self.reasons)}
 
     def status(self) -> tuple[str, dict[str, Any]]:
         """The Ready=True message and the `status.lastExport` the CR gets after this cycle."""
         now = now_rfc3339()
-        return (f"exported {self.rows} rows ({self.pages} page(s)) at {now}",
-                {"lastExport": {"time": now, "rows": self.rows, "pages": self.pages, "metricType": self.metric_type}})
+        unvalued = f", {self.rejected} without a usable value" if self.rejected else ""
+        return (f"exported {self.rows} rows ({self.pages} page(s)){unvalued} at {now}",
+                {"lastExport": {"time": now, "rows": self.rows, "pages": self.pages, "metricType": self.metric_type,
+                                "rejected": self.rejected}})
+
+    def degraded(self) -> str | None:
+        """The Degraded condition's message when rows had no usable value, else None."""
+        return rejected_summary(self.rejected, self.rows, self.reasons)
 
 
 def handle(ref: ConfigRef, reader: ResourceReader, store: SnapshotStore, workdir: Path | None = None) -> ExportResult | None:
@@ -76,10 +90,15 @@ def handle(ref: ConfigRef, reader: ResourceReader, store: SnapshotStore, workdir
         fetched = endpoint_client.fetch(spec.api, ep, spec.additional_variables, dest=dest)
         pages = list(_pages(dest, fetched))
         source_batches = _parse_pages(pages, spec.api.path, esc)
-        sample_batches = samples.to_samples(source_batches, spec.metric_type, spec.generic, str(ref))
+        stats = samples.SampleStats()
+        sample_batches = samples.to_samples(source_batches, spec.metric_type, spec.generic, str(ref), stats=stats)
         meta = {"finops.metric_type": spec.metric_type, "finops.created": datetime.now(UTC).isoformat()}
         info = store.write(str(ref), sample_batches, meta)
-    result = ExportResult(str(ref), spec.metric_type, info.rows, info.bytes, len(pages), time.monotonic() - started)
+    result = ExportResult(str(ref), spec.metric_type, info.rows, info.bytes, len(pages), time.monotonic() - started,
+                          stats.rejected, tuple(stats.reasons))
+    if result.rejected:
+        log.warning("rows without a usable value", extra={"config": str(ref), "rejected": result.rejected,
+                                                          "received": result.rows, "first": list(result.reasons)})
     log.info("snapshot stored", extra=result.event_data() | {"seconds": round(result.seconds, 3)})
     return result
 
@@ -92,14 +111,29 @@ def serve(ref: ConfigRef, accept: str, store: SnapshotStore) -> tuple[str, Itera
     return EXPOSITION, None if batches is None else exposition.render(batches)
 
 
-def load_config(ref: ConfigRef, reader: ResourceReader) -> ExporterScraperConfig | None:
+class _ExportingSpec(ExporterScraperConfigSpec):
+    exporter_config: ExporterConfigSpec = Field(description="What to poll and how to convert it.")
+
+
+class ExportingConfig(ExporterScraperConfig):
+    """An ExporterScraperConfig that has its exporter half, so an export cycle needs no None checks."""
+
+    spec: _ExportingSpec = Field(description="Exporter settings, and the scraper's if any.")
+
+
+def load_config(ref: ConfigRef, reader: ResourceReader) -> ExportingConfig | None:
+    """The config to export; None when it is gone or scraper-only (its scraper has its own timer)."""
     body = reader.get(ExporterScraperConfig.KIND, ref.namespace, ref.name)
     if body is None:
         return None
     try:
-        return ExporterScraperConfig.model_validate(body)
+        esc = ExporterScraperConfig.model_validate(body)
     except ValidationError as exc:
         raise InvalidInput(f"{ref} is invalid", field_errors(exc)) from exc
+    if esc.spec.exporter_config is None:
+        log.info("scraper-only config, nothing to export", extra={"config": str(ref)})
+        return None
+    return ExportingConfig.model_validate(body)
 
 
 def _endpoint(reader: ResourceReader, ref: Any, namespace: str) -> endpoint_client.Endpoint:
@@ -121,7 +155,7 @@ def _pages(dest: BinaryIO, fetched: endpoint_client.FetchResult) -> Iterator[tup
         yield io.BytesIO(dest.read(length)), ctype
 
 
-def _parse_pages(pages: list[tuple[BinaryIO, str]], path: str, esc: ExporterScraperConfig) -> Iterator[pa.RecordBatch]:
+def _parse_pages(pages: list[tuple[BinaryIO, str]], path: str, esc: ExportingConfig) -> Iterator[pa.RecordBatch]:
     spec = esc.spec.exporter_config
     for body, ctype in pages:
         yield from sources.read_payload(

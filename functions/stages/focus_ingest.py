@@ -25,12 +25,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import pyarrow as pa
 from pydantic import ValidationError
 
 from functions.clients import kube
 from functions.clients.db import Database, connect
 from functions.clients.kube import ResourceReader
-from functions.codecs import focusconfig_json
+from functions.codecs import focus_values, focusconfig_json
 from functions.errors import FieldError, FinopsError, InvalidInput, Unauthorized, field_errors
 from functions.events import CR_APPLIED, CR_DELETED
 from functions.logs import get_logger
@@ -39,7 +40,7 @@ from functions.models.focus import FocusConfig, FocusSettings
 from functions.models.k8s import ObjectRef
 from functions.models.notebooks import ReconcileFailed, conditions
 from functions.models.refs import ConfigRef
-from functions.storage import tables
+from functions.storage import ledger, tables
 
 log = get_logger("focus_ingest")
 
@@ -106,7 +107,9 @@ def _applied(ref: ConfigRef, data: Any, reader: ResourceReader, settings: FocusS
     try:
         cfg = FocusConfig.model_validate(current)
     except ValidationError as exc:
-        raise InvalidInput(f"{ref} is invalid", field_errors(exc)) from exc
+        error = InvalidInput(f"{ref} is invalid", field_errors(exc))
+        _account_rejected(current, source, error, reader, settings, databases)
+        raise error from exc
     sc = cfg.spec.scraper_config
     if sc is None:
         return Outcome("skipped", str(ref), source, message="spec.scraperConfig is empty: no table to write to")
@@ -120,6 +123,7 @@ def _applied(ref: ConfigRef, data: Any, reader: ResourceReader, settings: FocusS
     stmts.append((f"INSERT INTO {tables.quote_ident(table)} ({names}) VALUES ({marks})", values))
     stmts.append((f"REFRESH TABLE {tables.quote_ident(table)}", None))
     db.run_atomically(stmts)
+    _account(db, table, source, _run(current), dict(zip(columns, values, strict=True)))
     log.info("focus row stored", extra={"resource": str(ref), "source": source, "table": table})
     return Outcome("stored", str(ref), source, table, 1, f"stored in table {table}")
 
@@ -157,6 +161,8 @@ def row(cfg: FocusConfig, source: str, now: datetime | None = None) -> tuple[lis
         col = name.lower()
         text = column[0].as_py()
         columns.append(col)
+        if text is not None and text.strip() in focus_values.NULL_LITERALS:
+            text = None  # the FOCUS convention holds for a CR too: NULL, null and empty are SQL NULL
         if types[col] == tables.DOUBLE:
             values.append(float(text) if text else None)
         elif types[col] == tables.OBJECT:
@@ -168,6 +174,38 @@ def row(cfg: FocusConfig, source: str, now: datetime | None = None) -> tuple[lis
     columns += ["finops_source", "finops_run", "finops_ingested_at"]
     values += [source, f"generation-{generation}" if generation is not None else "", stamp]
     return columns, values
+
+
+def _run(cr: Any) -> str:
+    """The ledger's run of one CR version: its uid and generation (re-deliveries of it replace it)."""
+    meta = cr.get("metadata") or {}
+    return f"{meta.get('uid')}-g{meta.get('generation') or 0}"
+
+
+def _account(db: Database, table: str, source: str, run: str, stored: dict[str, Any]) -> None:
+    """The ledger entry of a stored FocusConfig row: one row received, one stored."""
+    period = focus_values.timestamps(pa.array([stored.get("billingperiodstart")], pa.string()))[0].cast(pa.int64())[0].as_py()
+    currency, cost = stored.get("billingcurrency"), float(stored.get("billedcost") or 0.0)
+    ledger.record(db, ledger.PartKey(table, source, run, 0), "focus_ingest", [],
+                  [[period, currency, 1, cost, 0, 0.0]], [[period, currency, 1, cost]])
+
+
+def _account_rejected(cr: Any, source: str, error: InvalidInput, reader: ResourceReader, settings: FocusSettings,
+                      databases: Databases) -> None:
+    """An invalid FocusConfig is a rejected row too: kept in finops_rejects with every reason and the
+    CR's spec as the raw row, when its scraperConfig still names a table and a database (else the
+    CR's conditions are the only place it can be reported). Best effort: the answer is the 400."""
+    try:
+        sc = ScraperConfigSpec.model_validate((cr.get("spec") or {}).get("scraperConfig") or {})
+        table = tables.valid_table_name(sc.table_name)
+        db = _database(reader, sc.scraper_database_config_ref, settings, databases)
+        spec = (cr.get("spec") or {}).get("focusSpec") or {}
+        rejects = [ledger.Reject(1, e.loc, e.msg, None, spec if isinstance(spec, dict) else {"focusSpec": spec})
+                   for e in error.errors] or [ledger.Reject(1, "", error.message, None, None)]
+        ledger.record(db, ledger.PartKey(table, source, _run(cr), 0), "focus_ingest", rejects,
+                      [[None, None, 1, 0.0, 1, 0.0]], [])
+    except (ValidationError, FinopsError) as exc:
+        log.warning("rejected FocusConfig not recorded in finops_rejects", extra={"source": source, "error": str(exc)})
 
 
 def _tags(cfg: FocusConfig) -> dict[str, str]:
@@ -185,7 +223,8 @@ def _delete_everywhere(db: Database, source: str) -> list[tuple[str, list[Any] |
         "SELECT DISTINCT table_name FROM information_schema.columns WHERE column_name = 'finops_source'"
         " AND table_schema = 'doc' ORDER BY table_name"
     )
-    names = [str(r[0]) for r in found.rows if not str(r[0]).endswith(STAGING_SUFFIX)]
+    keep = (ledger.LEDGER_TABLE, ledger.REJECTS_TABLE)  # the accounting of past versions is history, not rows
+    names = [str(r[0]) for r in found.rows if not str(r[0]).endswith(STAGING_SUFFIX) and str(r[0]) not in keep]
     return [(f"DELETE FROM {tables.quote_ident(n)} WHERE finops_source = ?", [source]) for n in names]
 
 

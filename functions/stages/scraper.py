@@ -1,7 +1,7 @@
 """Scraper: read a snapshot or any Prometheus endpoint and upload it to the database handler.
 
-Trigger:     `io.finops.export.completed` (an ExporterScraperConfig) or a PingSource tick for a
-             ScraperConfig (POST CloudEvent).
+Trigger:     `io.finops.export.completed` (an ExporterScraperConfig; an exporter-only one has nothing to
+             scrape) or a PingSource tick for a ScraperConfig or a scraper-only ExporterScraperConfig.
 Input:       the config, its DatabaseConfig and password Secret, the endpoint to read.
 Output:      upload parts committed as one run; the `io.finops.upload.completed` event.
 Side effects: reads the exporter (Arrow IPC, negotiated) or a foreign endpoint (exposition text);
@@ -18,7 +18,7 @@ import hashlib
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 import httpx
@@ -33,7 +33,7 @@ from functions.codecs import exposition, records
 from functions.errors import FieldError, InvalidInput, field_errors
 from functions.logs import get_logger
 from functions.models.crs import API, ExporterScraperConfig, Generic, ScraperConfig
-from functions.models.k8s import ObjectRef, now_rfc3339
+from functions.models.k8s import ObjectRef, now_rfc3339, rejected_summary
 from functions.models.refs import ConfigRef
 from functions.settings import CollectionSettings
 
@@ -41,6 +41,7 @@ ARROW_STREAM = "application/vnd.apache.arrow.stream"
 ACCEPT = f"{ARROW_STREAM}, text/plain;version=0.0.4;q=0.5, */*;q=0.1"
 
 log = get_logger("scraper")
+FIRST_REASONS = 5
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,28 @@ class ScrapePlan:
     api: API | None  # None: read our own exporter's snapshot
 
 
+@dataclass
+class Tally:
+    """What the handler answered for a run's parts: rows received, stored, rejected, first reasons."""
+
+    received: int = 0
+    stored: int = 0
+    rejected: int = 0
+    reasons: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, sent: int, answer: dict[str, Any]) -> None:
+        self.received += sent
+        self.stored += int(answer.get("records_processed", 0))
+        self.rejected += int(answer.get("records_rejected", 0))
+        room = FIRST_REASONS - len(self.reasons)
+        if room > 0:
+            self.reasons += [dict(e) for e in (answer.get("errors") or [])[:room] if isinstance(e, dict)]
+
+
 @dataclass(frozen=True)
 class ScrapeResult:
+    """One run: `received` rows sent, `rows` stored, `rejected` kept in the handler's rejects table."""
+
     config: str
     table: str
     rows: int
@@ -65,17 +86,25 @@ class ScrapeResult:
     rejected: int
     bulk: bool
     seconds: float
+    received: int = 0
+    reasons: tuple[dict[str, Any], ...] = ()
+    run: str = ""
 
     def event_data(self) -> dict[str, Any]:
-        return {"config": self.config, "table": self.table, "rows": self.rows, "parts": self.parts, "rejected": self.rejected}
+        return {"config": self.config, "table": self.table, "run": self.run, "rows": self.rows, "parts": self.parts,
+                "received": self.received, "stored": self.rows, "rejected": self.rejected, "reasons": list(self.reasons)}
 
     def status(self) -> tuple[str, dict[str, Any]]:
         """The Ready=True message and the `status.lastUpload` the CR gets after this cycle."""
         now = now_rfc3339()
-        rejected = f", {self.rejected} rejected" if self.rejected else ""
-        return (f"uploaded {self.rows} rows to {self.table} at {now}{rejected}",
-                {"lastUpload": {"time": now, "table": self.table, "rows": self.rows, "parts": self.parts,
-                                "rejected": self.rejected}})
+        rejected = f", {self.rejected} rejected (see finops rejects {self.config})" if self.rejected else ""
+        return (f"uploaded {self.rows} of {self.received} rows to {self.table} at {now}{rejected}",
+                {"lastUpload": {"time": now, "table": self.table, "run": self.run, "rows": self.rows, "parts": self.parts,
+                                "received": self.received, "rejected": self.rejected}})
+
+    def degraded(self) -> str | None:
+        """The Degraded condition's message when the handler rejected rows, else None."""
+        return rejected_summary(self.rejected, self.received, self.reasons)
 
 
 def handle(ref: ConfigRef, event_id: str, reader: ResourceReader, settings: CollectionSettings) -> ScrapeResult | None:
@@ -94,13 +123,20 @@ def handle(ref: ConfigRef, event_id: str, reader: ResourceReader, settings: Coll
             return None
         stamp = int(time.time())
         recs = (records.samples_to_records(b, stamp) for b in _only_family(batches, plan))
-        rows, parts, rejected = _upload(plan, run, recs, target, settings)
-    result = ScrapeResult(str(ref), plan.table, rows, parts, rejected, bulk, time.monotonic() - started)
+        tally, parts = _upload(plan, run, recs, target, settings)
+    result = ScrapeResult(str(ref), plan.table, tally.stored, parts, tally.rejected, bulk, time.monotonic() - started,
+                          tally.received, tuple(tally.reasons), run)
+    if result.rejected:
+        log.warning("rows rejected", extra={"config": str(ref), "table": plan.table, "run": run, "rejected": result.rejected,
+                                            "received": result.received, "first": list(result.reasons)})
     log.info("upload committed", extra=result.event_data() | {"bulk": bulk, "seconds": round(result.seconds, 3)})
     return result
 
 
 def load_plan(ref: ConfigRef, reader: ResourceReader) -> ScrapePlan | None:
+    """What to scrape; None when the config is gone or exporter-only (nothing to store: any
+    Prometheus scrapes its GET /metrics/<ns>/<name>). A scraper-only ExporterScraperConfig reads
+    its own `scraperConfig.api`, exactly like a ScraperConfig."""
     body = reader.get(ref.kind, ref.namespace, ref.name)
     if body is None:
         return None
@@ -108,15 +144,20 @@ def load_plan(ref: ConfigRef, reader: ResourceReader) -> ScrapePlan | None:
         if ref.kind == ExporterScraperConfig.KIND:
             esc = ExporterScraperConfig.model_validate(body)
             sc, ex = esc.spec.scraper_config, esc.spec.exporter_config
-            user_api = sc.api if sc.api is not None and sc.api.endpoint_ref is not None else None
-            return ScrapePlan(str(ref), ref.namespace, sc.table_name, ex.metric_type, ex.generic, sc.scraper_database_config_ref, user_api)
-        if ref.kind == ScraperConfig.KIND:
-            cfg = ScraperConfig.model_validate(body)
-            api = cfg.spec.api or API(path="/metrics")
-            return ScrapePlan(str(ref), ref.namespace, cfg.spec.table_name, cfg.spec.metric_type, cfg.spec.generic, cfg.spec.scraper_database_config_ref, api)
+            if sc is None:
+                log.info("exporter-only config, nothing to scrape", extra={"config": str(ref)})
+                return None
+            if ex is not None:
+                user_api = sc.api if sc.api is not None and sc.api.endpoint_ref is not None else None
+                return ScrapePlan(str(ref), ref.namespace, sc.table_name, ex.metric_type, ex.generic, sc.scraper_database_config_ref, user_api)
+        elif ref.kind == ScraperConfig.KIND:
+            sc = ScraperConfig.model_validate(body).spec
+        else:
+            raise InvalidInput(f"the scraper does not handle {ref.kind}", [FieldError("kind", "expected ExporterScraperConfig or ScraperConfig")])
     except ValidationError as exc:
         raise InvalidInput(f"{ref} is invalid", field_errors(exc)) from exc
-    raise InvalidInput(f"the scraper does not handle {ref.kind}", [FieldError("kind", "expected ExporterScraperConfig or ScraperConfig")])
+    api = sc.api or API(path="/metrics")
+    return ScrapePlan(str(ref), ref.namespace, sc.table_name, sc.metric_type, sc.generic, sc.scraper_database_config_ref, api)
 
 
 def _upload_target(reader: ResourceReader, plan: ScrapePlan, settings: CollectionSettings) -> pipeline.UploadTarget:
@@ -162,33 +203,35 @@ def _only_family(batches: Iterable[pa.RecordBatch], plan: ScrapePlan) -> Iterato
             yield batch
 
 
-def _upload(plan: ScrapePlan, run: str, recs: Iterable[pa.RecordBatch], target: pipeline.UploadTarget, settings: CollectionSettings) -> tuple[int, int, int]:
+def _upload(plan: ScrapePlan, run: str, recs: Iterable[pa.RecordBatch], target: pipeline.UploadTarget, settings: CollectionSettings) -> tuple[Tally, int]:
     """Send parts with one-part look-ahead so the last one carries final=true (an empty final if none)."""
     json_mode = settings.upload_format == "json"
     size = settings.upload_batch_rows_json if json_mode else settings.upload_batch_rows
     params = {"table": plan.table, "type": plan.metric_type, "source": plan.source, "run": run}
     if plan.metric_type == "generic" and plan.generic:
         params["value"] = str(plan.generic.value_column_index)
-    rows = parts = rejected = 0
+    tally = Tally()
+    parts = 0
     pending: pa.RecordBatch | None = None
     with httpx.Client() as client:
         for batch in records.split(recs, size):
             if pending is not None:
-                rejected += _send(client, target, params, parts, pending, False, json_mode, settings)
-                rows, parts = rows + pending.num_rows, parts + 1
+                tally.add(pending.num_rows, _send(client, target, params, parts, pending, False, json_mode, settings))
+                parts += 1
             pending = batch
         if pending is None:
             final = params | {"part": str(parts), "final": "true"}
             pipeline.upload_part(target, final, b"[]", "application/json", settings.upload_retries, client=client)
-            return rows, parts + 1, rejected
-        rejected += _send(client, target, params, parts, pending, True, json_mode, settings)
-    return rows + pending.num_rows, parts + 1, rejected
+            return tally, parts + 1
+        tally.add(pending.num_rows, _send(client, target, params, parts, pending, True, json_mode, settings))
+    return tally, parts + 1
 
 
 def _send(
     client: httpx.Client, target: pipeline.UploadTarget, params: dict[str, str], part: int, batch: pa.RecordBatch,
     final: bool, json_mode: bool, settings: CollectionSettings,
-) -> int:
+) -> dict[str, Any]:
+    """POST one part; the handler's answer (records_processed, records_rejected, errors)."""
     query = params | {"part": str(part)} | ({"final": "true"} if final else {})
     if json_mode:
         import orjson
@@ -196,6 +239,5 @@ def _send(
         body, ctype = orjson.dumps(records.to_json(pa.Table.from_batches([batch]))), "application/json"
     else:
         body, ctype = b"".join(records.write_ipc([batch])), ARROW_STREAM
-    answer = pipeline.upload_part(target, query, body, ctype, settings.upload_retries, client=client)
-    return int(answer.get("records_rejected", 0))
+    return pipeline.upload_part(target, query, body, ctype, settings.upload_retries, client=client)
 

@@ -144,3 +144,14 @@ def test_invalid_cr_answers_400_with_every_field_and_conditions(stack: E2EStack)
     assert {"spec.focusSpec.billedCost", "spec.focusSpec.billingCurrency", "spec.focusSpec.chargeCategory"} <= locs
     ready = answer["status"]["conditions"][0]
     assert ready["type"] == "Ready" and ready["status"] == "False" and "billingCurrency" in ready["message"]
+    # the rejected row is kept: every reason in finops_rejects with the spec as the raw row, and the
+    # ledger counts one row received and rejected (received = stored + rejected holds for this path too)
+    rejects = stack.sql("SELECT column_name, reason, raw, target_table, stage FROM finops_rejects WHERE finops_source = ?",
+                        ["FocusConfig/uid-bad"])
+    assert {r[0] for r in rejects} >= {"spec.focusSpec.billedCost", "spec.focusSpec.billingCurrency"}, rejects
+    assert all(r[3] == "fc_bad" and r[4] == "focus_ingest" for r in rejects)
+    assert json.loads(rejects[0][2])["billedCost"] == "12 euros"
+    assert stack.sql("SELECT SUM(rows_received), SUM(rows_stored), SUM(rows_rejected) FROM finops_ledger "
+                     "WHERE finops_source = ?", ["FocusConfig/uid-bad"]) == [[1, 0, 1]]
+    assert stack.post_event("focus-ingest", event).status_code == 400  # redelivered: still one reject set
+    assert len(stack.sql("SELECT reason FROM finops_rejects WHERE finops_source = ?", ["FocusConfig/uid-bad"])) == len(rejects)

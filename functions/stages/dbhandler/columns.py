@@ -6,8 +6,13 @@ the column). `Converted.columns` gives the same values as Python lists the way t
 carries them (timestamps as epoch milliseconds, objects as dicts); the embedded engine takes the
 Arrow columns as they are. Repetitive columns (periods, tags) are parsed once per distinct value.
 
+Cells follow functions.codecs.focus_values, the rules every ingest path shares: empty, `NULL` and
+`null` cells are SQL NULL in every column type (never 0.0); numbers and timestamps must be
+FOCUS-conformant, and a cell that is not rejects its row with the column and the value named.
+
 Krateo differences (documented in the README):
 - a number that does not parse rejects that row only (Krateo: the whole request answers 500);
+- an empty number is NULL (Krateo stored 0.0, so a missing quantity looked like a real zero);
 - `Tags` parts are split at the FIRST ':' only, so `url: https://x` keeps its value (Krateo splits
   at every ':' and drops such parts); a Tags value that is a JSON object is taken as is;
 - empty keys are dropped; label names are lower-cased and must be SQL-safe column names.
@@ -24,24 +29,32 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from functions.codecs import focus_values
+
 DOUBLE, TIMESTAMP, OBJECT, STRING = "DOUBLE", "TIMESTAMP", "OBJECT", "STRING"
 BOOKKEEPING = ("finops_source", "finops_run", "finops_ingested_at", "finops_part")
 _RESERVED_LABELS = {"generic": ("value", "timestamp")}  # generic's own columns: labels of these names are renamed
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,254}$")
-_NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
-_FORMATS = ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d")
+ROW_COLUMN = "__row__"
+"""Optional records column: the source row number of each record (1-based, set by our exporter)."""
 
 
 @dataclass(frozen=True)
 class RowError:
-    """One rejected row: its index in the request, the column at fault and why."""
+    """One rejected row: its number (the source's row when known, else its index in the request),
+    the column at fault, why, the offending value and the raw row (labels as received)."""
 
     row: int
     loc: str
     msg: str
+    value: str | None = None
+    raw: dict[str, Any] | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"row": self.row, "loc": self.loc, "msg": self.msg}
+        out: dict[str, Any] = {"row": self.row, "loc": self.loc, "msg": self.msg}
+        if self.value is not None:
+            out["value"] = self.value
+        return out
 
 
 _MAP = pa.map_(pa.string(), pa.string())
@@ -77,42 +90,78 @@ def convert(
     table: pa.Table,
     types: Mapping[str, str],
     required: Sequence[str] = (),
-    row_numbers: Sequence[int] | None = None,
+    given: Sequence[int] | None = None,
 ) -> Converted:
-    """Typed target columns of `table`; rows with an unparsable typed value or a missing required one are dropped."""
-    numbers = list(row_numbers) if row_numbers is not None else list(range(table.num_rows))
+    """Typed target columns of `table`; rows with a non-conformant typed value or a missing required
+    one are left out, each with a RowError naming the column and the value (and carrying the raw row)."""
+    numbers = row_numbers(table, given)
     errors: list[RowError] = []
     bad = pa.array([False] * table.num_rows, pa.bool_())
     typed: dict[str, pa.Array] = {}
     for name, col in _label_columns(kind, table).items():
         if not _NAME.match(name) or name in BOOKKEEPING:
             msg = f"label name {name!r} is not usable as a column name (lower-case letters, digits, '_', not finops_*)"
-            bad = _reject(bad, pc.is_valid(col), name, msg, numbers, errors)
+            bad = _reject(bad, pc.is_valid(col), name, _fixed(msg), col, numbers, errors)
             continue
         ctype = types.get(name, STRING)
         if ctype == OBJECT:
-            typed[name] = _tags(col)
+            typed[name] = _tags(focus_values.nulls(col))
         elif ctype == DOUBLE:
-            typed[name], wrong = _by_distinct(col, lambda c: _numbers(c, empty_zero=kind in ("cost", "resource")))
-            bad = _reject(bad, wrong, name, "not a number", numbers, errors)
+            typed[name], wrong = _by_distinct(col, focus_values.numbers)
+            bad = _reject(bad, wrong, name, _why(name, "number"), col, numbers, errors)
         elif ctype == TIMESTAMP:
-            ms, wrong = _by_distinct(col, _timestamps)
-            typed[name] = pc.cast(ms, _TS)
-            bad = _reject(bad, wrong, name, "not a timestamp (RFC 3339 or YYYY-MM-DD)", numbers, errors)
+            typed[name], wrong = _by_distinct(col, focus_values.timestamps)
+            bad = _reject(bad, wrong, name, _why(name, "timestamp"), col, numbers, errors)
         else:
-            typed[name] = col
+            typed[name] = _by_distinct(col, _strings)[0]
     if kind == "generic":
         typed.update(_generic_value_columns(table))
     for name in required:
         missing = pc.is_null(typed[name]) if name in typed else pa.array([True] * table.num_rows, pa.bool_())
-        bad = _reject(bad, missing, name, f"{name} is required", numbers, errors)
+        empty = typed.get(name, pa.nulls(table.num_rows, pa.string()))
+        bad = _reject(bad, missing, name, _fixed(f"{name} is required (the cell is empty or NULL)"), empty, numbers, errors)
     errors.sort(key=lambda e: e.row)
     if not errors:
         return Converted(typed, table.num_rows, errors, numbers)
     keep = pc.invert(bad)
     arrays = {n: pc.filter(a, keep) for n, a in typed.items()}
     kept = [n for n, k in zip(numbers, keep.to_pylist(), strict=True) if k]
-    return Converted(arrays, len(kept), errors, kept)
+    return Converted(arrays, len(kept), _with_raw(errors, table, numbers), kept)
+
+
+def row_numbers(table: pa.Table, given: Sequence[int] | None) -> list[int]:
+    """The source's row numbers (`__row__`) when the records carry them, else `given`, else the index."""
+    if given is None and ROW_COLUMN in table.column_names:
+        rows = pc.cast(table.column(ROW_COLUMN).combine_chunks(), pa.int64())
+        if rows.null_count == 0:
+            return list(rows.to_pylist())
+    return list(given) if given is not None else list(range(table.num_rows))
+
+
+def _strings(col: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """Text columns: only the null literals change; nothing is ever wrong."""
+    return focus_values.nulls(col), pa.nulls(len(col), pa.bool_())
+
+
+def _fixed(msg: str) -> Callable[[Any], str]:
+    return lambda _value: msg
+
+
+def _why(name: str, kind: str) -> Callable[[Any], str]:
+    return lambda value: focus_values.describe(name, value, kind)
+
+
+def _with_raw(errors: list[RowError], table: pa.Table, numbers: list[int]) -> list[RowError]:
+    """Attach each rejected row's raw labels (as received), so it can be fixed and replayed."""
+    index = {n: i for i, n in enumerate(numbers)}
+    wanted = sorted({index[e.row] for e in errors if e.row in index})
+    labels = [c for c in table.column_names if not (c.startswith("__") and c.endswith("__"))]
+    raws = dict(zip(wanted, table.select(labels).take(pa.array(wanted, pa.int64())).to_pylist(), strict=True)) if wanted else {}
+    return [RowError(e.row, e.loc, e.msg, e.value, _present(raws.get(index.get(e.row, -1)))) for e in errors]
+
+
+def _present(raw: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if raw is None else {k: v for k, v in raw.items() if v is not None}
 
 
 def _by_distinct(col: pa.Array, parse: Callable[[pa.Array], tuple[pa.Array, pa.Array]]) -> tuple[pa.Array, pa.Array]:
@@ -188,40 +237,17 @@ def _generic_value_columns(table: pa.Table) -> dict[str, pa.Array]:
     return out
 
 
-def _numbers(col: pa.Array, empty_zero: bool) -> tuple[pa.Array, pa.Array]:
-    """float64 values and a mask of present-but-unparsable cells; '' is 0.0 where Krateo says so, else null."""
-    s = pc.utf8_trim_whitespace(col)
-    empty = pc.equal(s, "")
-    ok = pc.match_substring_regex(s, _NUMBER)
-    values = pc.cast(pc.if_else(ok, s, pa.scalar(None, pa.string())), pa.float64())
-    finite = pc.fill_null(pc.is_finite(values), True)
-    values = pc.if_else(finite, values, pa.scalar(None, pa.float64()))
-    if empty_zero:
-        values = pc.if_else(pc.fill_null(empty, False), 0.0, values)
-    wrong = pc.and_(pc.is_valid(s), pc.invert(pc.or_(pc.and_(ok, finite), empty)))
-    return values, pc.fill_null(wrong, False)
-
-
-def _timestamps(col: pa.Array) -> tuple[pa.Array, pa.Array]:
-    """Epoch milliseconds (int64) from RFC 3339 / ISO dates (no zone = UTC); '' is null; mask of bad cells."""
-    s = pc.utf8_trim_whitespace(col)
-    s = pc.replace_substring_regex(s, r"^(\d{4}-\d{2}-\d{2})[ tT]", r"\1T")
-    s = pc.replace_substring_regex(s, r"[zZ]$", "Z")
-    frac = pc.struct_field(pc.extract_regex(s, r"\.(?P<f>\d+)"), [0])
-    frac_ms = pc.cast(pc.utf8_slice_codeunits(pc.utf8_rpad(frac, 3, "0"), 0, 3), pa.int64())
-    s = pc.replace_substring_regex(s, r"\.\d+", "")
-    parsed = [pc.cast(pc.strptime(s, format=f, unit="ms", error_is_null=True), pa.int64()) for f in _FORMATS]
-    ms = pc.coalesce(*parsed)
-    ms = pc.add(ms, pc.fill_null(frac_ms, 0))
-    empty = pc.equal(s, "")
-    wrong = pc.and_(pc.and_(pc.is_valid(s), pc.invert(empty)), pc.is_null(ms))
-    return ms, pc.fill_null(wrong, False)
-
-
-def _reject(bad: pa.Array, mask: pa.Array, name: str, msg: str, numbers: list[int], errors: list[RowError]) -> pa.Array:
-    """Record one error per newly rejected row and return the updated rejection mask."""
+def _reject(
+    bad: pa.Array, mask: pa.Array, name: str, why: Callable[[Any], str], col: pa.Array, numbers: list[int],
+    errors: list[RowError],
+) -> pa.Array:
+    """Record one error per newly rejected row (its value named) and return the updated rejection mask."""
     mask = pc.fill_null(mask, False)
     new = pc.and_(mask, pc.invert(bad))
-    for i in pc.indices_nonzero(new).to_pylist():
-        errors.append(RowError(numbers[i], name, msg))
+    idx = pc.indices_nonzero(new)
+    if len(idx):
+        values = pc.take(col, idx).to_pylist()
+        for i, value in zip(idx.to_pylist(), values, strict=True):
+            shown = None if value is None else str(value)
+            errors.append(RowError(numbers[i], name, why(value), shown))
     return pc.or_(bad, mask)

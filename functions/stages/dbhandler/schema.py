@@ -60,8 +60,9 @@ class Target:
 
     @property
     def required(self) -> Sequence[str]:
-        """Columns a row cannot go without: the slice or row key that replacement relies on."""
-        return {"cost": ("billingperiodstart",), "resource": ("timestamp",)}.get(self.kind, ())
+        """Columns a row cannot go without: the slice or row key that replacement relies on, and the
+        amount every total sums (FOCUS makes BilledCost mandatory and not nullable)."""
+        return {"cost": ("billingperiodstart", "billedcost"), "resource": ("timestamp",)}.get(self.kind, ())
 
     @property
     def keys(self) -> Sequence[str]:

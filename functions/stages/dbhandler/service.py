@@ -147,12 +147,14 @@ def _upload(query: Mapping[str, str], headers: Mapping[str, str], body: bytes, s
         if table.num_rows == 0 and not errors:
             committed = False
             if request.source is not None:  # an empty part still counts; an empty final still commits
-                committed = upload.handle(request, table, [], db, payloads=_payloads(settings)).committed
+                committed = upload.handle(request, table, [], db, payloads=_payloads(settings),
+                                          retention=_retention(settings)).committed
             answer: dict[str, Any] = {"result": "No data to process"}
             if request.source is not None:
                 answer["committed"] = committed
             return Response(200, answer)
-        result = upload.handle(request, table, errors, db, numbers, payloads=_payloads(settings))
+        result = upload.handle(request, table, errors, db, numbers, payloads=_payloads(settings),
+                               retention=_retention(settings))
     finally:
         db.close()
     result.time_taken = time.monotonic() - started
@@ -160,6 +162,10 @@ def _upload(query: Mapping[str, str], headers: Mapping[str, str], body: bytes, s
                               "part": request.part, "final": request.final, "rows": result.records_processed,
                               "rejected": result.records_rejected, "committed": result.committed})
     return Response(200, result.body())
+
+
+def _retention(settings: DbHandlerSettings) -> upload.Retention:
+    return upload.Retention(settings.rejects_retention_days, settings.ledger_retention_days)
 
 
 def _payloads(settings: DbHandlerSettings) -> upload.Payloads | None:

@@ -6,6 +6,8 @@
 | `FINOPS_DB_URL` | CrateDB's HTTP URL (cratedb mode only) | - |
 | `FINOPS_DB_PATH` | the DuckDB file (embedded mode) | `$FINOPS_STATE_DIR/db/finops.duckdb`, else `:memory:` |
 | `FINOPS_DB_USERS` | JSON object `{"user": "password"}`: the embedded engine's users | `{"crate": ""}` |
+| `FINOPS_REJECTS_RETENTION_DAYS` | days a rejected row stays in `finops_rejects` | `30` |
+| `FINOPS_LEDGER_RETENTION_DAYS` | days a run's entries stay in `finops_ledger` | `400` |
 | `PORT` | the port this process listens on; in embedded mode the handler's own SQL client calls itself there | `8080` |
 """
 
@@ -29,6 +31,8 @@ class DbHandlerSettings(BaseModel):
     db_path: str = Field(":memory:", description="DuckDB file of the embedded engine")
     users: dict[str, str] = Field(default_factory=lambda: {"crate": ""}, description="embedded users: name -> password")
     port: int = Field(8080, description="the port this process serves on")
+    rejects_retention_days: int = Field(30, ge=1, description="days a rejected row stays in finops_rejects")
+    ledger_retention_days: int = Field(400, ge=1, description="days a run's entries stay in finops_ledger")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DbHandlerSettings:
@@ -45,6 +49,10 @@ class DbHandlerSettings(BaseModel):
                 raise InvalidInput("bad settings", [FieldError("FINOPS_DB_USERS", f"not JSON: {exc}")]) from exc
         if env.get("PORT"):
             values["port"] = env["PORT"]
+        for var, key in (("FINOPS_REJECTS_RETENTION_DAYS", "rejects_retention_days"),
+                         ("FINOPS_LEDGER_RETENTION_DAYS", "ledger_retention_days")):
+            if env.get(var):
+                values[key] = env[var]
         try:
             settings = cls.model_validate(values)
         except ValidationError as exc:

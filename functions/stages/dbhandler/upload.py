@@ -40,8 +40,9 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from functions.clients.db import Database
 from functions.errors import Conflict, FieldError, FinopsError, InvalidInput
 from functions.logs import get_logger
-from functions.stages.dbhandler import columns, schema
+from functions.stages.dbhandler import accounting, columns, schema
 from functions.stages.dbhandler.columns import RowError
+from functions.storage import ledger
 
 log = get_logger("dbhandler.upload")
 
@@ -110,6 +111,14 @@ class UploadResult:
         }
 
 
+@dataclass(frozen=True)
+class Retention:
+    """How long rejected rows and ledger entries are kept (days)."""
+
+    rejects_days: int = 30
+    ledger_days: int = 400
+
+
 def handle(
     request: UploadRequest,
     table: pa.Table,
@@ -117,9 +126,12 @@ def handle(
     db: Database,
     row_numbers: Sequence[int] | None = None,
     payloads: Payloads | None = None,
+    retention: Retention = Retention(),  # noqa: B008 - frozen, shared safely
 ) -> UploadResult:
     """Stage the request's good rows and, on the final part (or in legacy mode), commit the run.
 
+    Every row is accounted for: the rejected ones (with reasons and the raw row) and the part's
+    received/rejected figures are recorded before the commit, the stored figures inside it.
     `payloads`: the co-located embedded engine (embedded mode only); rows then travel by reference.
     """
     started = time.monotonic()
@@ -134,16 +146,23 @@ def handle(
         return UploadResult(conv.rows, _rejected(errors), errors, time.monotonic() - started, True)
     by_ref = payloads if payloads is not None and db.embedded else None
     committed = request.final or request.source is None
+    key = ledger.PartKey(name, request.source, run, request.part)
+    numbers = columns.row_numbers(table, row_numbers)
     if by_ref is not None and committed:
+        accounting.record_part(db, key, request.type, table, numbers, errors)
         stored, failed = _commit_with_rows(db, target, request, run, conv, by_ref)
     else:
         stored, failed = _stage(db, target, request, run, conv, by_ref)
+        errors = sorted(errors + failed, key=lambda e: e.row)
+        accounting.record_part(db, key, request.type, table, numbers, errors)
         if committed:
             _commit(db, target, request, run)
-    errors = sorted(errors + failed, key=lambda e: e.row)
-    if stored == 0 and (table.num_rows or row_errors):
-        note = " (the run was committed without them)" if committed and request.source else ""
-        raise InvalidInput(f"no record was acceptable{note}", [FieldError(str(e.row) + _dot(e.loc), e.msg) for e in errors])
+    if committed:
+        ledger.expire(db, retention.rejects_days, retention.ledger_days)
+    if stored == 0 and (table.num_rows or row_errors) and request.source is None:
+        # A Krateo request that stored nothing is refused as a whole; a part of one of our runs is
+        # answered 200 instead, so one all-bad part never fails the run (its rows are in the rejects).
+        raise InvalidInput("no record was acceptable", [FieldError(str(e.row) + _dot(e.loc), e.msg) for e in errors])
     return UploadResult(stored, _rejected(errors), errors, time.monotonic() - started, committed)
 
 
@@ -234,6 +253,7 @@ def _commit_with_rows(
         if handle:
             stmts.append((_insert_payload(target.name, [c for c in names if c != "finops_part"], handle), None))
         stmts.append((f"REFRESH TABLE {q(target.name)}", None))
+        stmts += ledger.stored_statements(target.name, target.kind, request.source, run)
         if request.source is not None:
             stmts += _part_marker(target, request, run, conv.rows, committed=True)
             stmts.append((f"UPDATE {PARTS_TABLE} SET committed = TRUE WHERE target_table = ? AND finops_run = ?", [target.name, run]))
@@ -304,6 +324,7 @@ def _commit(db: Database, target: schema.Target, request: UploadRequest, run: st
         _delete_replaced(target, request.source, run),
         (f"INSERT INTO {q(target.name)} ({col_list}) SELECT {col_list} FROM {q(target.staging)} WHERE finops_run = ?", [run]),
         (f"REFRESH TABLE {q(target.name)}", None),
+        *ledger.stored_statements(target.name, target.kind, request.source, run),
     ]
     if request.source is not None:
         stmts.append((f"UPDATE {PARTS_TABLE} SET committed = TRUE WHERE target_table = ? AND finops_run = ?", [target.name, run]))

@@ -1,0 +1,169 @@
+"""The accounting tables every upload writes (rejects, ledger) and the queries that read them.
+
+The database handler writes them (functions.stages.dbhandler.accounting); the CLI, the metrics and
+the demo read them here, so every reader agrees on what "the last run" and "received = stored +
+rejected" mean. All SQL is CrateDB's dialect (the embedded engine translates it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from functions.clients.db import Database
+
+REJECTS_TABLE = "finops_rejects"
+LEDGER_TABLE = "finops_ledger"
+COMMIT_PART = -1
+"""The ledger's part number for the stored figures written at commit."""
+
+REJECTS_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {REJECTS_TABLE} (target_table TEXT, finops_source TEXT, finops_run TEXT, "
+    "finops_part INTEGER, stage TEXT, row_number BIGINT, column_name TEXT, reason TEXT, value TEXT, raw TEXT, "
+    "rejected_at TIMESTAMP)"
+)
+LEDGER_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (target_table TEXT, finops_source TEXT, finops_run TEXT, "
+    "finops_part INTEGER, billingperiodstart TIMESTAMP, billingcurrency TEXT, rows_received BIGINT, "
+    "billedcost_received DOUBLE, rows_rejected BIGINT, billedcost_rejected DOUBLE, rows_stored BIGINT, "
+    "billedcost_stored DOUBLE, recorded_at TIMESTAMP)"
+)
+_LEDGER_COLS = (
+    "target_table, finops_source, finops_run, finops_part, billingperiodstart, billingcurrency, rows_received, "
+    "billedcost_received, rows_rejected, billedcost_rejected, rows_stored, billedcost_stored, recorded_at"
+)
+_DAY_MS = 24 * 3600 * 1000
+SUMMARY_COLUMNS = ("period", "currency", "rows_received", "billedcost_received", "rows_rejected", "billedcost_rejected",
+                   "rows_stored", "billedcost_stored")
+
+
+@dataclass(frozen=True)
+class PartKey:
+    """Which (table, source, run, part) a set of rejects and ledger rows belongs to."""
+
+    table: str
+    source: str | None
+    run: str
+    part: int
+
+
+@dataclass(frozen=True)
+class Reject:
+    """One rejected row: its number in the source, the column at fault, why, the value, the raw row."""
+
+    row: int
+    column: str
+    reason: str
+    value: str | None = None
+    raw: dict[str, Any] | None = None
+
+
+def ensure(db: Database) -> None:
+    db.execute(REJECTS_DDL)
+    db.execute(LEDGER_DDL)
+
+
+def record(db: Database, key: PartKey, stage: str, rejects: Sequence[Reject], received: Sequence[Sequence[Any]],
+           stored: Sequence[Sequence[Any]] = ()) -> None:
+    """Replace one part's rejects and ledger rows (idempotent per (table, run, part)).
+
+    `received`: [period ms, currency, rows, BilledCost, rows rejected, BilledCost rejected] per group;
+    `stored`: [period ms, currency, rows stored, BilledCost stored] for a writer that commits at once.
+    """
+    ensure(db)
+    where = "target_table = ? AND finops_run = ? AND finops_part = ?"
+    args = [key.table, key.run, key.part]
+    db.execute(f"DELETE FROM {REJECTS_TABLE} WHERE {where}", args)
+    db.execute(f"DELETE FROM {LEDGER_TABLE} WHERE {where}", args)
+    now = int(time.time() * 1000)
+    if rejects:
+        db.executemany(
+            f"INSERT INTO {REJECTS_TABLE} (target_table, finops_source, finops_run, finops_part, stage, row_number, "
+            "column_name, reason, value, raw, rejected_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [[key.table, key.source, key.run, key.part, stage, r.row, r.column, r.reason, r.value,
+              None if r.raw is None else orjson.dumps(r.raw, default=str).decode(), now] for r in rejects],
+        )
+    rows = [[key.table, key.source, key.run, key.part, *g, 0, 0.0, now] for g in received]
+    rows += [[key.table, key.source, key.run, key.part, p, c, 0, 0.0, 0, 0.0, n, total, now] for p, c, n, total in stored]
+    if rows:
+        db.executemany(f"INSERT INTO {LEDGER_TABLE} ({_LEDGER_COLS}) VALUES ({', '.join('?' * 13)})", rows)
+
+
+def stored_statements(target: str, kind: str, source: str | None, run: str) -> list[tuple[str, list[Any]]]:
+    """The commit's ledger rows: stored rows and BilledCost per (period, currency), computed by the
+    database from the run's rows in the target (to run inside the commit's atomic unit)."""
+    head = f"INSERT INTO {LEDGER_TABLE} ({_LEDGER_COLS}) SELECT ?, ?, ?, {COMMIT_PART}, "
+    t = '"' + target.replace('"', '""') + '"'
+    if kind == "cost":
+        select = (head + "billingperiodstart, billingcurrency, 0, 0, 0, 0, COUNT(*), SUM(billedcost), CURRENT_TIMESTAMP "
+                  f"FROM {t} WHERE finops_run = ? GROUP BY billingperiodstart, billingcurrency")
+    else:
+        select = head + f"NULL, NULL, 0, 0, 0, 0, COUNT(*), NULL, CURRENT_TIMESTAMP FROM {t} WHERE finops_run = ?"
+    return [
+        (f"DELETE FROM {LEDGER_TABLE} WHERE target_table = ? AND finops_run = ? AND finops_part = {COMMIT_PART}", [target, run]),
+        (select, [target, source, run, run]),
+    ]
+
+
+def expire(db: Database, rejects_days: int, ledger_days: int) -> None:
+    """Drop rejects and ledger rows older than their retention (called after a commit)."""
+    now = int(time.time() * 1000)
+    db.execute(f"DELETE FROM {REJECTS_TABLE} WHERE rejected_at < ?", [now - rejects_days * _DAY_MS])
+    db.execute(f"DELETE FROM {LEDGER_TABLE} WHERE recorded_at < ?", [now - ledger_days * _DAY_MS])
+
+
+def run_summary(db: Database, table: str, run: str) -> list[dict[str, Any]]:
+    """Per (period, currency) of one run: rows and BilledCost received, rejected and stored."""
+    res = db.execute(
+        "SELECT billingperiodstart, billingcurrency, SUM(rows_received), SUM(billedcost_received), SUM(rows_rejected), "
+        f"SUM(billedcost_rejected), SUM(rows_stored), SUM(billedcost_stored) FROM {LEDGER_TABLE} "
+        "WHERE target_table = ? AND finops_run = ? GROUP BY billingperiodstart, billingcurrency "
+        "ORDER BY billingperiodstart, billingcurrency",
+        [table, run],
+    )
+    return [dict(zip(SUMMARY_COLUMNS, row, strict=True)) for row in res.rows]
+
+
+def last_run(db: Database, source: str) -> tuple[str, str] | None:
+    """(target table, run) of the latest committed run of `source`, or None."""
+    if not db.table_exists(LEDGER_TABLE):
+        return None
+    res = db.execute(
+        f"SELECT target_table, finops_run FROM {LEDGER_TABLE} WHERE finops_source = ? AND finops_part = {COMMIT_PART} "
+        "ORDER BY recorded_at DESC LIMIT 1", [source])
+    return (str(res.rows[0][0]), str(res.rows[0][1])) if res.rows else None
+
+
+def rejects_of(db: Database, source: str, run: str | None, limit: int = 1000) -> list[dict[str, Any]]:
+    """The rejected cells of one run of `source` (every retained run's when `run` is None)."""
+    if not db.table_exists(REJECTS_TABLE):
+        return []
+    where, args = ("finops_source = ?", [source]) if run is None else ("finops_source = ? AND finops_run = ?", [source, run])
+    res = db.execute(
+        f"SELECT finops_run, target_table, stage, row_number, column_name, value, reason, raw, rejected_at FROM {REJECTS_TABLE} "
+        f"WHERE {where} ORDER BY rejected_at DESC, row_number, column_name LIMIT {int(limit)}", args)
+    return [dict(zip(res.cols, row, strict=True)) for row in res.rows]
+
+
+def last_runs(db: Database) -> list[dict[str, Any]]:
+    """Per source: its latest committed run's table, time (epoch ms) and rows received/stored/rejected."""
+    if not db.table_exists(LEDGER_TABLE):
+        return []
+    res = db.execute(
+        f"SELECT finops_source, target_table, finops_run, MAX(recorded_at) FROM {LEDGER_TABLE} "
+        f"WHERE finops_part = {COMMIT_PART} GROUP BY finops_source, target_table, finops_run")
+    latest: dict[str, tuple[str, str, int]] = {}
+    for source, table, run, at in res.rows:
+        key = str(source)
+        if key not in latest or int(at) > latest[key][2]:
+            latest[key] = (str(table), str(run), int(at))
+    out = []
+    for source, (table, run, at) in sorted(latest.items()):
+        rows = run_summary(db, table, run)
+        out.append({"source": source, "table": table, "run": run, "at": at,
+                    **{k: sum(int(r[k] or 0) for r in rows) for k in ("rows_received", "rows_stored", "rows_rejected")}})
+    return out
