@@ -7,6 +7,7 @@
     finops delete KIND/NS/NAME | -f FILE
     finops run KIND/NAME | KIND/NS/NAME       fire the CR's PingSource now, print the delivery chain
     finops sql [--json] "SQL"                 query the embedded database through the crate client
+    finops validate FILE | KIND/NS/NAME [--version V] [--json]   FOCUS findings; exit 1 on an error finding
     finops demo [--serve]
     finops events generate --rate N --duration S [--target URL] [--batch B] [--broker] [--seed K]
 
@@ -251,7 +252,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not pings:
         raise UserError(f"{cr['kind']} has no schedule: nothing to run")
     stack = _stack(args.state)
-    failed = 0
+    failed = rejected = 0
     for ps in pings:
         answer = _publish(stack["broker"], ping_event(ps), wait=True)
         print(f"{ps['metadata']['name']}: event {answer['event']['id']} ({answer['event']['type']})")
@@ -261,11 +262,30 @@ def cmd_run(args: argparse.Namespace) -> int:
             reply += f": {d['reply_error']}" if d.get("reply_error") else ""
             print(f"{'  ' * (d['depth'] + 1)}{d['trigger']} -> {d['subscriber']}: HTTP {d['status']} "
                   f"after {d['attempts']} attempt(s), {outcome}{reply}")
+            rejected += _print_rejected(d)
         if not answer["deliveries"]:
             print("  no Trigger matched this event")
         failed += int(answer["failed"]) + (0 if answer["deliveries"] else 1)
         failed += sum(1 for d in answer["deliveries"] if d.get("reply_error") is not None)  # a failed cycle
-    return 1 if failed else 0
+    if rejected and not failed:
+        print(f"rows were rejected: `finops rejects {kind}/{ns}/{name}` lists them with their reasons")
+    return 1 if failed else (EXIT_REJECTED if rejected else 0)
+
+
+EXIT_REJECTED = 3
+"""`finops run`'s exit code when every delivery worked but rows were kept out (1 = a delivery or cycle failed)."""
+
+
+def _print_rejected(delivery: dict[str, Any]) -> int:
+    """The rejected count and first reasons of one delivery's reply; the count."""
+    count = int(delivery.get("reply_rejected") or 0)
+    if count:
+        indent = "  " * (int(delivery["depth"]) + 2)
+        print(f"{indent}REJECTED {count} of {delivery.get('reply_received') or '?'} rows")
+        for r in delivery.get("reply_reasons") or []:
+            value = f" value {r['value']!r}" if r.get("value") is not None else ""
+            print(f"{indent}  row {r.get('row')} {r.get('loc')}:{value} {r.get('msg')}")
+    return count
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
@@ -288,6 +308,164 @@ def cmd_sql(args: argparse.Namespace) -> int:
     else:
         print(f"OK, {result.rowcount} row(s) affected")
     return 0
+
+
+def cmd_rejects(args: argparse.Namespace) -> int:
+    """The rows a config's latest run kept out, with row, column, value and reason, and that run's
+    ledger (received = stored + rejected, per billing period and currency)."""
+    from functions.clients import db
+    from functions.storage import ledger
+
+    kind, ns, name = _parse_ref(args.ref, args.namespace)
+    if name is None or ns is None:
+        raise UserError("rejects needs KIND/NAME or KIND/NAMESPACE/NAME")
+    cr = _store(args).get(kind, ns, name)
+    source = f"{cr['kind'] if cr else kind}/{ns}/{name}"
+    stack = _stack(args.state)
+    database = db.connect(stack["db"]["url"], stack["db"]["user"], stack["db"]["password"])
+    try:
+        last = ledger.last_run(database, source)
+        table, run = last if last else (None, None)
+        rows = ledger.rejects_of(database, source, None if args.all else run, limit=args.limit) if run or args.all else []
+        summary = ledger.run_summary(database, table, run) if table and run else []
+    finally:
+        database.close()
+    if args.json:
+        print(json.dumps({"source": source, "run": run, "table": table, "rejects": rows, "ledger": summary},
+                         indent=2, default=str))
+        return 0
+    print(f"{source}: latest run {run or '(none recorded)'}" + (f" into {table}" if table else ""))
+    if summary:
+        cols = ["period", "currency", "rows_received", "rows_stored", "rows_rejected", "billedcost_received",
+                "billedcost_stored", "billedcost_rejected"]
+        print(format_table(cols, [[_period(r["period"]) if c == "period" else _cents(r[c]) for c in cols] for r in summary]))
+    if not rows:
+        print("no rejected rows")
+        return 0
+    cols = ["finops_run", "row_number", "column_name", "value", "reason"] if args.all else ["row_number", "column_name", "value", "reason"]
+    print(format_table(cols, [[r[c] for c in cols] for r in rows]))
+    print(f"({len(rows)} rejected cell(s); raw rows: --json)")
+    return 0
+
+
+def _period(ms: Any) -> str:
+    return "NULL" if ms is None else datetime.fromtimestamp(int(ms) / 1000, UTC).strftime("%Y-%m-%d")
+
+
+def _cents(value: Any) -> Any:
+    return round(value, 2) if isinstance(value, float) else value
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """FOCUS findings of a local file, or the ones stored for a config's latest run; 1 if any error."""
+    from functions.models.registry import resolve_kind
+
+    target, parts = Path(args.target), [p for p in args.target.split("/") if p]
+    if not target.exists() and len(parts) == 3 and (info := resolve_kind(parts[0])) is not None:
+        return _validate_stored(args, f"{info.kind}/{parts[1]}/{parts[2]}")
+    from functions.codecs import focus_conformance as conformance
+
+    table = _read_focus_file(target)
+    try:
+        version = conformance.resolve_version(args.version, table.column_names)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    found = conformance.check(table, version)
+    how = "given" if args.version else "detected from the columns"
+    if args.json:
+        print(json.dumps({"file": str(target), "version": version, "rows": table.num_rows,
+                          "findings": [f.to_dict() for f in found]}, indent=2))
+    else:
+        _print_findings([[f.severity, f.rule, f.column, f.count, _examples(f.to_dict()["examples"]), f.message]
+                         for f in found])
+        errors = sum(f.severity == "error" for f in found)
+        print(f"{target}: {table.num_rows} rows checked as FOCUS {version} ({how}): "
+              f"{errors} error(s), {len(found) - errors} warning(s)")
+    return 1 if conformance.has_errors(found) else 0
+
+
+def _read_focus_file(path: Path) -> Any:
+    """The file as one string table, through the exporter's own readers (CSV, gzip, Parquet, JSON).
+
+    Read as a cost payload; one without BilledCost is read again as plain columns, so its missing
+    column is a finding rather than a refusal.
+    """
+    import pyarrow as pa
+
+    from functions.codecs.sources import read_payload
+    from functions.errors import InvalidInput
+
+    def read(metric_type: str) -> Any:
+        with path.open("rb") as body:
+            return pa.Table.from_batches(list(read_payload(body, "application/octet-stream", str(path), metric_type)))
+
+    try:
+        try:
+            return read("cost")
+        except InvalidInput as exc:
+            if not any(e.loc == "BilledCost" for e in exc.errors) or path.suffix.lower() == ".json":
+                raise
+            return read("generic")
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except InvalidInput as exc:
+        raise UserError(f"cannot read {path}: {exc.message}") from exc
+
+
+def _validate_stored(args: argparse.Namespace, source: str) -> int:
+    """The findings table's rows for the latest run of finops_source = KIND/NS/NAME."""
+    from functions.clients import db
+
+    stack = _stack(args.state)
+    database = db.connect(stack["db"]["url"], stack["db"]["user"], stack["db"]["password"])
+    cols = "focus_version, severity, rule, column_name, row_count, examples, message, target_table, checked_at"
+    try:
+        latest = database.execute("SELECT finops_run FROM finops_findings WHERE finops_source = ? "
+                                  "ORDER BY checked_at DESC LIMIT 1", [source])
+        rows = [] if not latest.rows else database.execute(
+            f"SELECT {cols} FROM finops_findings WHERE finops_source = ? AND finops_run = ? "
+            "ORDER BY severity, rule, column_name", [source, latest.rows[0][0]]).rows
+    except db.DatabaseError as exc:
+        if "RelationUnknown" not in exc.message:
+            raise
+        rows = []
+    finally:
+        database.close()
+    if not rows:
+        print(f"no findings recorded for {source}")
+        return 0
+    run = latest.rows[0][0]
+    if args.json:
+        keys = [c.strip() for c in cols.split(",")]
+        out = [dict(zip(keys, r, strict=True)) | {"examples": _json_or_text(r[5])} for r in rows]
+        print(json.dumps({"source": source, "run": run, "findings": out}, indent=2, default=str))
+    else:
+        _print_findings([[r[1], r[2], r[3], r[4], _examples(_json_or_text(r[5])), r[6]] for r in rows])
+        print(f"{source}: run {run} (FOCUS {rows[0][0]}, table {rows[0][7]})")
+    return 1 if any(r[1] == "error" for r in rows) else 0
+
+
+def _print_findings(rows: list[list[Any]]) -> None:
+    if rows:
+        rows = sorted(rows, key=lambda r: r[0] != "error")  # errors first, each group in rule order
+        print(format_table(["SEVERITY", "RULE", "COLUMN", "ROWS", "EXAMPLES", "MESSAGE"], rows))
+    else:
+        print("no findings")
+
+
+def _json_or_text(value: Any) -> Any:
+    try:
+        return json.loads(value) if isinstance(value, str) else value
+    except ValueError:
+        return value
+
+
+def _examples(examples: Any, width: int = 60) -> str:
+    """`row 3: 'Refund', row 7: ''` (cut to `width`): where to look in the file."""
+    if not isinstance(examples, list):
+        return "" if examples is None else str(examples)[:width]
+    text = ", ".join(f"row {e.get('row')}: {e.get('value')!r}" if isinstance(e, dict) else str(e) for e in examples)
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def cmd_events_generate(args: argparse.Namespace) -> int:
@@ -356,10 +534,21 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", parents=[common, ns], help="fire a CR's schedule now and wait for the chain")
     run.add_argument("ref", help="KIND/NAME or KIND/NAMESPACE/NAME")
     run.set_defaults(func=cmd_run)
+    rej = sub.add_parser("rejects", parents=[common, ns], help="rows a config's latest run rejected, and its ledger")
+    rej.add_argument("ref", help="KIND/NAME or KIND/NAMESPACE/NAME")
+    rej.add_argument("--all", action="store_true", help="every retained run, not only the latest")
+    rej.add_argument("--limit", type=int, default=1000, help="at most this many rejected cells (default 1000)")
+    rej.add_argument("--json", action="store_true", help="JSON: rejects with their raw rows, and the ledger")
+    rej.set_defaults(func=cmd_rejects)
     sql = sub.add_parser("sql", parents=[common], help="run SQL on the stack's database")
     sql.add_argument("--json", action="store_true", help="print rows as a JSON list of objects")
     sql.add_argument("sql", help="the SQL statement")
     sql.set_defaults(func=cmd_sql)
+    validate = sub.add_parser("validate", parents=[common], help="FOCUS conformance findings of a file or a config's last run")
+    validate.add_argument("target", help="a FOCUS CSV/Parquet file, or KIND/NAMESPACE/NAME for the findings stored by its uploads")
+    validate.add_argument("--version", default=None, help="FOCUS version to check against: 1.0, 1.1, 1.2 or 1.3 (default: detected)")
+    validate.add_argument("--json", action="store_true", help="print the findings as JSON")
+    validate.set_defaults(func=cmd_validate)
     ev = sub.add_parser("events", help="AI cost events").add_subparsers(dest="events_command", required=True, metavar="ACTION")
     gen = ev.add_parser("generate", parents=[common], help="send simulated GPU-job and LLM-API cost events (bursts included)")
     gen.add_argument("--rate", type=float, default=100.0, help="events per second (default 100)")

@@ -2,7 +2,7 @@
 
 Cases:
 - the 50 fields are Krateo's JSON names in Go order, equal to the exporter codec's list and to the
-  cost table's columns; the misspelled `commitmentDiscoutId` is the name (the correct spelling is refused);
+  cost table's first columns; the misspelled `commitmentDiscoutId` is the name (the correct spelling is refused);
 - valid FOCUS values Krateo's patterns reject are accepted (`Used`, `Spend`, `Credit`, `Standard`,
   `Committed`, `Business Applications`), and so is what Krateo accepts (`usage`, `OneTime`,
   `On-Demand`, contains-word values like `Tax (VAT)`);
@@ -57,7 +57,7 @@ def errors_of(doc: dict[str, Any]) -> dict[str, str]:
 
 def test_fields_are_krateos_names_in_order() -> None:
     assert FOCUS_FIELDS == focusconfig_json.FOCUS_FIELDS
-    assert tuple(col for _, col, _ in FOCUS_FIELDS) == tables.FOCUS_COLUMNS
+    assert tuple(col for _, col, _ in FOCUS_FIELDS) == tables.FOCUS_COLUMNS[:50]  # the catalogue's other columns follow
     schema = FocusConfig.model_json_schema(by_alias=True)["$defs"]["FocusSpec"]
     assert list(schema["properties"]) == [name for name, _, _ in FOCUS_FIELDS]
     assert set(schema["required"]) == REQUIRED and len(REQUIRED) == 12
@@ -133,9 +133,9 @@ def test_row_is_typed_and_keeps_text_exactly() -> None:
         skuPriceDetails=[{"key": "unit", "value": "GB"}]))
     columns, values = row(cfg, "FocusConfig/u-1", now=datetime(2024, 3, 1, tzinfo=UTC))
     got = dict(zip(columns, values, strict=True))
-    assert columns[:50] == [c.lower() for c in tables.FOCUS_COLUMNS]
+    assert columns[:50] == [c.lower() for c in tables.FOCUS_COLUMNS[:50]]
     assert got["chargedescription"] == tricky and got["resourcename"] == 'x,"y"'
-    assert got["billedcost"] == 1500.0 and got["effectivecost"] == 2.0 and got["listcost"] == 0.0
+    assert got["billedcost"] == 1500.0 and got["effectivecost"] == 2.0 and got["listcost"] is None  # absent: NULL, not 0.0
     assert got["consumedquantity"] == "1"  # a STRING column, as in Krateo
     assert got["billingperiodstart"] == "2024-01-01T00:00:00Z"
     assert got["tags"] == {"team": "a,b", "costcenter": "c"}
@@ -157,3 +157,11 @@ def test_notebook_type_any_case(kind: str) -> None:
 def test_notebook_needs_its_source(spec: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         Notebook.model_validate({"kind": "Notebook", "metadata": {"name": "q"}, "spec": spec})
+
+
+@pytest.mark.parametrize("value", ["NULL", "null", ""], ids=repr)
+def test_the_focus_null_is_a_quantity_where_focus_allows_null(value: str) -> None:
+    cfg = FocusConfig.model_validate(focus(consumedQuantity=value, pricingQuantity=value))
+    got = dict(zip(*row(cfg, "FocusConfig/u-1"), strict=True))
+    assert got["consumedquantity"] is None and got["pricingquantity"] is None
+    assert "spec.focusSpec.billedCost" in errors_of(focus(billedCost=value))  # FOCUS: BilledCost is never null

@@ -15,11 +15,10 @@ import gzip
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from typing import Any
-
 import pytest
 from focus_data import COLUMNS
 

@@ -69,12 +69,13 @@ def upload_part(
     base_delay: float = 0.5,
     timeout: float = 600.0,
     client: httpx.Client | None = None,
+    path: str = "/upload",
 ) -> dict[str, Any]:
     """POST one part to /upload; retried until accepted or out of retries (then Unavailable).
 
     `client`: one kept-alive client for every part of a run (no new connection per part).
     """
-    url = target.url.rstrip("/") + "/upload"
+    url = target.url.rstrip("/") + path
     headers = {"Content-Type": content_type, "Authorization": target.auth_header()}
     last = ""
     for attempt in range(retries + 1):

@@ -56,11 +56,15 @@ FOCUS_FIELDS: tuple[tuple[str, str, str], ...] = (
 
 QUANTITY_PATTERN = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
-    r"|^(NULL|null)?$"
 )
-"""The Kubernetes resource.Quantity pattern controller-gen writes into Krateo's CRD, plus the FOCUS
-null (`NULL`, `null`, empty): a credit's required consumedQuantity has no value, and Krateo's pattern
-forced users to write a fake 0."""
+"""The Kubernetes resource.Quantity pattern controller-gen writes into Krateo's CRD."""
+
+NULLABLE_QUANTITY_PATTERN = QUANTITY_PATTERN + r"|^(NULL|null)?$"
+"""Quantities FOCUS lets be null also take the FOCUS null (`NULL`, `null`, empty): a credit's
+consumedQuantity (required by Krateo's CRD) has no value, and Krateo's pattern forced a fake 0."""
+
+NOT_NULLABLE: frozenset[str] = frozenset({"billedCost", "effectiveCost", "listCost", "contractedCost"})
+"""The FOCUS cost columns that must not be null: their quantities refuse the FOCUS null."""
 
 REQUIRED: frozenset[str] = frozenset({
     "billedCost", "billingCurrency", "billingPeriodEnd", "billingPeriodStart", "chargeCategory",
@@ -112,6 +116,13 @@ def _quantity(value: Any) -> Any:
     raise ValueError(f"not a quantity: {value!r}: expected a number or a Kubernetes quantity such as 12.5, '1.5k', '100m'")
 
 
+def _nullable_quantity(value: Any) -> Any:
+    """A quantity, or the FOCUS null (`NULL`, `null`, empty), kept as written (stored as NULL)."""
+    if isinstance(value, str) and value.strip() in ("", "NULL", "null"):
+        return value
+    return _quantity(value)
+
+
 def _time(value: Any) -> Any:
     """RFC 3339 text (a YAML timestamp is turned back into text); checked here, kept as written."""
     if isinstance(value, datetime):
@@ -132,6 +143,11 @@ Quantity = Annotated[
     BeforeValidator(_quantity),
     WithJsonSchema({"anyOf": [{"type": "integer"}, {"type": "string"}], "pattern": QUANTITY_PATTERN}),
 ]
+NullableQuantity = Annotated[
+    int | float | str,
+    BeforeValidator(_nullable_quantity),
+    WithJsonSchema({"anyOf": [{"type": "integer"}, {"type": "string"}], "pattern": NULLABLE_QUANTITY_PATTERN}),
+]
 Time = Annotated[str, BeforeValidator(_time), WithJsonSchema({"type": "string", "format": "date-time"})]
 
 
@@ -145,7 +161,7 @@ def _field_definition(name: str, column: str, kind: str) -> tuple[Any, Any]:
     required = name in REQUIRED
     desc = f"FOCUS {column}" + (" (required)." if required else ".")
     types: dict[str, Any] = {"string": str, "quantity": Quantity, "time": Time, "tags": list[TagsType]}
-    typ = types[kind]
+    typ = NullableQuantity if kind == "quantity" and name not in NOT_NULLABLE else types[kind]
     extra: dict[str, Any] = {}
     if name in WORDS:
         desc += " One of: " + ", ".join(WORDS[name]) + " (any case; Krateo's contains-word rule)."

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 import httpx
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import ValidationError
@@ -29,8 +30,8 @@ from pydantic import ValidationError
 from functions.clients import endpoint as endpoint_client
 from functions.clients import kube, pipeline
 from functions.clients.kube import ResourceReader
-from functions.codecs import exposition, records
-from functions.errors import FieldError, InvalidInput, field_errors
+from functions.codecs import exposition, focus_conformance, records
+from functions.errors import FieldError, FinopsError, InvalidInput, field_errors
 from functions.logs import get_logger
 from functions.models.crs import API, ExporterScraperConfig, Generic, ScraperConfig
 from functions.models.k8s import ObjectRef, now_rfc3339, rejected_summary
@@ -65,6 +66,11 @@ class Tally:
     stored: int = 0
     rejected: int = 0
     reasons: list[dict[str, Any]] = field(default_factory=list)
+    findings: list[focus_conformance.Finding] = field(default_factory=list)
+
+    def check(self, batch: pa.RecordBatch) -> None:
+        """FOCUS conformance of the records about to be sent (cost only): reported, never blocking."""
+        self.findings = focus_conformance.merge(self.findings, focus_conformance.check(pa.Table.from_batches([batch])))
 
     def add(self, sent: int, answer: dict[str, Any]) -> None:
         self.received += sent
@@ -89,10 +95,12 @@ class ScrapeResult:
     received: int = 0
     reasons: tuple[dict[str, Any], ...] = ()
     run: str = ""
+    findings: dict[str, int] = field(default_factory=dict)
 
     def event_data(self) -> dict[str, Any]:
         return {"config": self.config, "table": self.table, "run": self.run, "rows": self.rows, "parts": self.parts,
-                "received": self.received, "stored": self.rows, "rejected": self.rejected, "reasons": list(self.reasons)}
+                "received": self.received, "stored": self.rows, "rejected": self.rejected, "reasons": list(self.reasons),
+                "findings": self.findings}
 
     def status(self) -> tuple[str, dict[str, Any]]:
         """The Ready=True message and the `status.lastUpload` the CR gets after this cycle."""
@@ -124,8 +132,10 @@ def handle(ref: ConfigRef, event_id: str, reader: ResourceReader, settings: Coll
         stamp = int(time.time())
         recs = (records.samples_to_records(b, stamp) for b in _only_family(batches, plan))
         tally, parts = _upload(plan, run, recs, target, settings)
+        _report_findings(plan, run, tally, target, settings)
+    counts = {sev: sum(1 for f in tally.findings if f.severity == sev) for sev in ("error", "warning")}
     result = ScrapeResult(str(ref), plan.table, tally.stored, parts, tally.rejected, bulk, time.monotonic() - started,
-                          tally.received, tuple(tally.reasons), run)
+                          tally.received, tuple(tally.reasons), run, counts if plan.metric_type == "cost" else {})
     if result.rejected:
         log.warning("rows rejected", extra={"config": str(ref), "table": plan.table, "run": run, "rejected": result.rejected,
                                             "received": result.received, "first": list(result.reasons)})
@@ -215,6 +225,8 @@ def _upload(plan: ScrapePlan, run: str, recs: Iterable[pa.RecordBatch], target: 
     pending: pa.RecordBatch | None = None
     with httpx.Client() as client:
         for batch in records.split(recs, size):
+            if plan.metric_type == "cost":
+                tally.check(batch)
             if pending is not None:
                 tally.add(pending.num_rows, _send(client, target, params, parts, pending, False, json_mode, settings))
                 parts += 1
@@ -227,6 +239,23 @@ def _upload(plan: ScrapePlan, run: str, recs: Iterable[pa.RecordBatch], target: 
     return tally, parts + 1
 
 
+def _report_findings(plan: ScrapePlan, run: str, tally: Tally, target: pipeline.UploadTarget,
+                     settings: CollectionSettings) -> None:
+    """Store the run's FOCUS conformance findings beside its ledger (`finops validate KIND/NS/NAME`).
+
+    Checked here, on the records the scraper sends, rather than in the database handler: the handler
+    is the shared bulk path, and the check (~0.1 s per 50k rows) would slow every upload. Findings
+    report and never block: a handler that cannot take them is logged, and the run stays committed."""
+    if plan.metric_type != "cost":
+        return
+    query = {"table": plan.table, "source": plan.source, "run": run}
+    body = orjson.dumps([f.to_dict() for f in tally.findings])
+    try:
+        pipeline.upload_part(target, query, body, "application/json", settings.upload_retries, path="/upload/findings")
+    except FinopsError as exc:
+        log.warning("findings not stored", extra={"config": plan.source, "run": run, "error": str(exc)})
+
+
 def _send(
     client: httpx.Client, target: pipeline.UploadTarget, params: dict[str, str], part: int, batch: pa.RecordBatch,
     final: bool, json_mode: bool, settings: CollectionSettings,
@@ -234,8 +263,6 @@ def _send(
     """POST one part; the handler's answer (records_processed, records_rejected, errors)."""
     query = params | {"part": str(part)} | ({"final": "true"} if final else {})
     if json_mode:
-        import orjson
-
         body, ctype = orjson.dumps(records.to_json(pa.Table.from_batches([batch]))), "application/json"
     else:
         body, ctype = b"".join(records.write_ipc([batch])), ARROW_STREAM

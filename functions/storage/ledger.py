@@ -8,13 +8,13 @@ rejected" mean. All SQL is CrateDB's dialect (the embedded engine translates it)
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from functions.clients.db import Database
+from functions.clients.db import Database, DatabaseError
 
 REJECTS_TABLE = "finops_rejects"
 LEDGER_TABLE = "finops_ledger"
@@ -31,6 +31,12 @@ LEDGER_DDL = (
     "finops_part INTEGER, billingperiodstart TIMESTAMP, billingcurrency TEXT, rows_received BIGINT, "
     "billedcost_received DOUBLE, rows_rejected BIGINT, billedcost_rejected DOUBLE, rows_stored BIGINT, "
     "billedcost_stored DOUBLE, recorded_at TIMESTAMP)"
+)
+FINDINGS_TABLE = "finops_findings"
+FINDINGS_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {FINDINGS_TABLE} (target_table TEXT, finops_source TEXT, finops_run TEXT, "
+    "focus_version TEXT, rule TEXT, column_name TEXT, severity TEXT, row_count BIGINT, examples TEXT, message TEXT, "
+    "checked_at TIMESTAMP)"
 )
 _LEDGER_COLS = (
     "target_table, finops_source, finops_run, finops_part, billingperiodstart, billingcurrency, rows_received, "
@@ -62,14 +68,22 @@ class Reject:
     raw: dict[str, Any] | None = None
 
 
+_ENSURED: set[str] = set()
+
+
 def ensure(db: Database) -> None:
+    """Both tables exist (checked once per process and database: two fewer statements per part)."""
+    if db.url in _ENSURED:
+        return
     db.execute(REJECTS_DDL)
     db.execute(LEDGER_DDL)
+    _ENSURED.add(db.url)
 
 
 def record(db: Database, key: PartKey, stage: str, rejects: Sequence[Reject], received: Sequence[Sequence[Any]],
            stored: Sequence[Sequence[Any]] = ()) -> None:
-    """Replace one part's rejects and ledger rows (idempotent per (table, run, part)).
+    """Replace one part's rejects and ledger rows (idempotent per (table, run, part)), in one atomic
+    unit on the embedded engine (one round trip), statement by statement on CrateDB.
 
     `received`: [period ms, currency, rows, BilledCost, rows rejected, BilledCost rejected] per group;
     `stored`: [period ms, currency, rows stored, BilledCost stored] for a writer that commits at once.
@@ -77,20 +91,42 @@ def record(db: Database, key: PartKey, stage: str, rejects: Sequence[Reject], re
     ensure(db)
     where = "target_table = ? AND finops_run = ? AND finops_part = ?"
     args = [key.table, key.run, key.part]
-    db.execute(f"DELETE FROM {REJECTS_TABLE} WHERE {where}", args)
-    db.execute(f"DELETE FROM {LEDGER_TABLE} WHERE {where}", args)
     now = int(time.time() * 1000)
-    if rejects:
+    rows = [[key.table, key.source, key.run, key.part, *g, 0, 0.0, now] for g in received]
+    rows += [[key.table, key.source, key.run, key.part, p, c, 0, 0.0, 0, 0.0, n, total, now] for p, c, n, total in stored]
+    stmts: list[tuple[str, Sequence[Any] | None]] = [
+        (f"DELETE FROM {REJECTS_TABLE} WHERE {where}", args), (f"DELETE FROM {LEDGER_TABLE} WHERE {where}", args)]
+    stmts += [(f"INSERT INTO {LEDGER_TABLE} ({_LEDGER_COLS}) VALUES ({', '.join('?' * 13)})", row) for row in rows]
+    try:
+        db.run_atomically(stmts)
+    except DatabaseError:  # a table dropped since it was ensured: create it again, once
+        _ENSURED.discard(db.url)
+        ensure(db)
+        db.run_atomically(stmts)
+    if rejects:  # possibly many: one bulk insert, after the delete (a retry converges)
         db.executemany(
             f"INSERT INTO {REJECTS_TABLE} (target_table, finops_source, finops_run, finops_part, stage, row_number, "
             "column_name, reason, value, raw, rejected_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [[key.table, key.source, key.run, key.part, stage, r.row, r.column, r.reason, r.value,
               None if r.raw is None else orjson.dumps(r.raw, default=str).decode(), now] for r in rejects],
         )
-    rows = [[key.table, key.source, key.run, key.part, *g, 0, 0.0, now] for g in received]
-    rows += [[key.table, key.source, key.run, key.part, p, c, 0, 0.0, 0, 0.0, n, total, now] for p, c, n, total in stored]
+
+
+def record_findings(db: Database, table: str, source: str | None, run: str, findings: Sequence[Mapping[str, Any]]) -> int:
+    """Replace one run's FOCUS conformance findings (idempotent per (table, run)); how many were stored.
+
+    Each finding: {rule, column, severity, count, examples: [{row, value}], message, version}."""
+    db.execute(FINDINGS_DDL)
+    db.execute(f"DELETE FROM {FINDINGS_TABLE} WHERE target_table = ? AND finops_run = ?", [table, run])
+    now = int(time.time() * 1000)
+    rows = [[table, source, run, str(f.get("version") or ""), str(f.get("rule")), str(f.get("column")),
+             str(f.get("severity")), int(f.get("count") or 0), orjson.dumps(f.get("examples") or []).decode(),
+             str(f.get("message") or ""), now] for f in findings]
     if rows:
-        db.executemany(f"INSERT INTO {LEDGER_TABLE} ({_LEDGER_COLS}) VALUES ({', '.join('?' * 13)})", rows)
+        db.executemany(
+            f"INSERT INTO {FINDINGS_TABLE} (target_table, finops_source, finops_run, focus_version, rule, column_name, "
+            "severity, row_count, examples, message, checked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    return len(rows)
 
 
 def stored_statements(target: str, kind: str, source: str | None, run: str) -> list[tuple[str, list[Any]]]:
@@ -109,11 +145,22 @@ def stored_statements(target: str, kind: str, source: str | None, run: str) -> l
     ]
 
 
+_EXPIRED: dict[str, float] = {}
+EXPIRE_EVERY_S = 600.0
+"""Retention is counted in days: sweeping at most every ten minutes per process keeps two table
+scans off most commits."""
+
+
 def expire(db: Database, rejects_days: int, ledger_days: int) -> None:
-    """Drop rejects and ledger rows older than their retention (called after a commit)."""
+    """Drop rejects, ledger and findings rows older than their retention (called after a commit)."""
+    if time.monotonic() - _EXPIRED.get(db.url, -EXPIRE_EVERY_S) < EXPIRE_EVERY_S:
+        return
+    _EXPIRED[db.url] = time.monotonic()
     now = int(time.time() * 1000)
     db.execute(f"DELETE FROM {REJECTS_TABLE} WHERE rejected_at < ?", [now - rejects_days * _DAY_MS])
     db.execute(f"DELETE FROM {LEDGER_TABLE} WHERE recorded_at < ?", [now - ledger_days * _DAY_MS])
+    if db.table_exists(FINDINGS_TABLE):
+        db.execute(f"DELETE FROM {FINDINGS_TABLE} WHERE checked_at < ?", [now - ledger_days * _DAY_MS])
 
 
 def run_summary(db: Database, table: str, run: str) -> list[dict[str, Any]]:

@@ -13,31 +13,55 @@ from collections.abc import Sequence
 from typing import Literal
 
 from functions.errors import FieldError, InvalidInput
+from functions.models import focus_columns
+from functions.models.focus import FOCUS_FIELDS
 
 MetricType = Literal["cost", "resource", "generic"]
 
-FOCUS_COLUMNS: tuple[str, ...] = (
-    "AvailabilityZone", "BilledCost", "BillingAccountId", "BillingAccountName", "BillingCurrency",
-    "BillingPeriodEnd", "BillingPeriodStart", "CapacityReservationId", "CapacityReservationStatus",
-    "ChargeCategory", "ChargeClass", "ChargeDescription", "ChargeFrequency", "ChargePeriodEnd",
-    "ChargePeriodStart", "CommitmentDiscountCategory", "CommitmentDiscountId", "CommitmentDiscountType",
-    "CommitmentDiscountStatus", "CommitmentDiscountName", "CommitmentDiscountQuantity",
-    "CommitmentDiscountUnit", "ConsumedQuantity", "ConsumedUnit", "ContractedCost", "ContractedUnitCost",
-    "EffectiveCost", "InvoiceIssuerName", "ListCost", "ListUnitPrice", "PricingCategory",
-    "PricingQuantity", "PricingUnit", "ProviderName", "PublisherName", "RegionId", "RegionName",
-    "ResourceId", "ResourceName", "ResourceType", "ServiceCategory", "ServiceName", "ServiceSubcategory",
-    "SkuId", "SkuMeter", "SkuPriceDetails", "SkuPriceId", "SubAccountId", "SubAccountName", "Tags",
-)
-"""FOCUS columns in Krateo's order (spec §2.5); stored lower-cased."""
-
 STRING, DOUBLE, TIMESTAMP, OBJECT = "STRING", "DOUBLE", "TIMESTAMP", "OBJECT(DYNAMIC)"
 
-COST_TIMESTAMPS = frozenset({"billingperiodend", "billingperiodstart", "chargeperiodend", "chargeperiodstart"})
-COST_DOUBLES = frozenset({
-    "billedcost", "commitmentdiscountquantity", "contractedcost", "contractedunitcost", "effectivecost",
-    "listcost", "listunitprice", "pricingquantity",
-})
-COST_OBJECTS = frozenset({"tags"})
+KRATEO_COLUMNS: tuple[str, ...] = tuple(column for _, column, _ in FOCUS_FIELDS)
+"""Krateo's 50 cost-table columns in Krateo's order (the FocusConfig schema): the table's first columns."""
+
+FOCUS_COLUMNS: tuple[str, ...] = KRATEO_COLUMNS + tuple(
+    c.name for c in focus_columns.CATALOGUE if c.name not in KRATEO_COLUMNS
+)
+"""Every FOCUS column of the cost table, stored lower-cased: Krateo's 50 first (Krateo's notebooks and
+tables keep their columns), then every other FOCUS 1.0-1.3 column of the catalogue, so a 1.3 file's
+columns are typed columns too. ContractedUnitCost is Krateo's own (FOCUS has ContractedUnitPrice)."""
+
+KRATEO_TYPES: dict[str, str] = {"consumedquantity": STRING, "contractedunitcost": DOUBLE}
+"""Where Krateo's table differs from the FOCUS type, Krateo wins: existing tables already have these
+columns, and a notebook reading `consumedquantity` as text would break on a DOUBLE."""
+
+
+def stored_type(column: focus_columns.FocusColumn) -> str:
+    """The cost-table type of a FOCUS column (Krateo's overrides aside).
+
+    JSON columns other than Tags are STRING: an OBJECT column takes a flat JSON object of strings,
+    and anything else is reshaped on the way in (text that is not an object is split into
+    `key:value` pairs or becomes `{}`). SkuPriceDetails is `key=value` text from Krateo's
+    FocusConfig and free text in some exports; ContractApplied and AllocatedMethodDetails hold
+    arrays. As STRING the value is kept exactly and SQL JSON functions can still read it; Tags stays
+    OBJECT because showback filters on `tags['team']`.
+    """
+    if column.data_type == "Decimal":
+        return DOUBLE
+    if column.data_type == "Date/Time":
+        return TIMESTAMP
+    if column.data_type == "JSON" and column.name == "Tags":
+        return OBJECT
+    return STRING
+
+
+COST_TYPES: dict[str, str] = {
+    name.lower(): KRATEO_TYPES.get(name.lower()) or stored_type(focus_columns.BY_NAME[name]) for name in FOCUS_COLUMNS
+}
+"""Lower-cased FOCUS column -> CrateDB type of the cost table (from the catalogue)."""
+
+COST_TIMESTAMPS = frozenset(n for n, t in COST_TYPES.items() if t == TIMESTAMP)
+COST_DOUBLES = frozenset(n for n, t in COST_TYPES.items() if t == DOUBLE)
+COST_OBJECTS = frozenset(n for n, t in COST_TYPES.items() if t == OBJECT)
 
 BOOKKEEPING: dict[str, str] = {"finops_source": STRING, "finops_run": STRING, "finops_ingested_at": TIMESTAMP}
 """Columns we add to every table: which config wrote a row, in which scrape run, and when."""
@@ -58,17 +82,7 @@ _COLUMN = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,254}")
 
 def cost_columns() -> dict[str, str]:
     """Column -> CrateDB type of the cost (FOCUS) table, bookkeeping included."""
-    out: dict[str, str] = {}
-    for name in (c.lower() for c in FOCUS_COLUMNS):
-        if name in COST_TIMESTAMPS:
-            out[name] = TIMESTAMP
-        elif name in COST_DOUBLES:
-            out[name] = DOUBLE
-        elif name in COST_OBJECTS:
-            out[name] = OBJECT
-        else:
-            out[name] = STRING
-    return out | BOOKKEEPING
+    return COST_TYPES | BOOKKEEPING
 
 
 def resource_columns() -> dict[str, str]:

@@ -24,6 +24,7 @@ Cases (one stack, through the real exporter, scraper, database handler and `fino
 - `finops_rejects` holds every rejected row with source, run, row number, column, reason, value
   and the raw row; `finops rejects` lists them;
 - the ledger says received = stored + rejected per (period, currency), for rows and BilledCost;
+- `finops validate KIND/NS/NAME` shows the run's FOCUS conformance findings (exit 1 on an error);
 - the aicost-metrics exposition carries `finops_ingest_last_run_rows_rejected` per source;
 - a second cycle changes nothing (rejects and ledger are replaced per run, never duplicated), and a
   corrected file clears the Degraded condition.
@@ -166,6 +167,12 @@ def test_real_world_focus_files_are_stored_exactly_or_rejected_with_their_reason
                 assert r["rows_received"] == r["rows_stored"] + r["rows_rejected"], r
                 assert abs(Decimal(repr(r["billedcost_received"])) - Decimal(repr(r["billedcost_stored"] or 0.0))
                            - Decimal(repr(r["billedcost_rejected"]))) < CENT / 2, r
+
+        # FOCUS conformance findings of each snapshot, stored beside the ledger: report-only
+        validated = stack.finops("validate", REF13)
+        assert validated.rc == 1 and "BilledCost" in validated.out and "BillingPeriodStart" in validated.out, validated.text
+        found = json.loads(stack.finops("validate", REF13, "--json").out)
+        assert any(f["column_name"] == "BilledCost" and f["row_count"] == 1 for f in found["findings"]), found
 
         # the metric a Prometheus alerts on
         metrics = httpx.get(stack.url("aicost-metrics") + "/metrics", timeout=30).text

@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 
 from functions.clients.db import Database
 from functions.codecs import focus_values
+from functions.stages.dbhandler import columns
 from functions.stages.dbhandler.columns import RowError
 from functions.storage import ledger
 
@@ -43,17 +44,18 @@ def received(kind: str, table: pa.Table, numbers: Sequence[int], errors: Sequenc
     (period, currency), from the rows as they arrived (a cost that does not parse counts as a row only).
 
     Records the codec refused before they became rows (no table row) count as rejected with an
-    unknown period and currency.
+    unknown period and currency. Vectorised, and repetitive columns parsed once per distinct value.
     """
-    bad_rows = {e.row for e in errors}
-    known = set(numbers)
-    orphans = len(bad_rows - known)
     n = table.num_rows
-    rejected = pa.array([r in bad_rows for r in numbers], pa.bool_())
+    bad_rows = {e.row for e in errors}
+    rows = pa.array(numbers, pa.int64())
+    rejected = (pc.is_in(rows, value_set=pa.array(sorted(bad_rows), pa.int64())) if bad_rows
+                else pa.repeat(pa.scalar(False), n))
+    orphans = len(bad_rows) - (pc.sum(pc.cast(rejected, pa.int64())).as_py() or 0 if bad_rows else 0)
     if kind == "cost" and n:
-        period = _ms(focus_values.timestamps(_column(table, "billingperiodstart", n))[0])
+        period = pc.cast(columns.by_distinct(_column(table, "billingperiodstart", n), focus_values.timestamps)[0], pa.int64())
         currency = focus_values.nulls(_column(table, "billingcurrency", n))
-        cost = focus_values.numbers(_column(table, "billedcost", n))[0]
+        cost = columns.by_distinct(_column(table, "billedcost", n), focus_values.numbers)[0]
     else:
         period, currency, cost = pa.nulls(n, pa.int64()), pa.nulls(n, pa.string()), pa.nulls(n, pa.float64())
     grouped = _group(period, currency, cost, rejected)
@@ -61,9 +63,6 @@ def received(kind: str, table: pa.Table, numbers: Sequence[int], errors: Sequenc
         r, c, rr, rc = grouped.get((None, None), (0, 0.0, 0, 0.0))
         grouped[(None, None)] = (r + orphans, c, rr + orphans, rc)
     return [[p, cur, r, c, rr, rc] for (p, cur), (r, c, rr, rc) in sorted(grouped.items(), key=_order)]
-
-
-# ------------------------------------------------------------------------------------- helpers
 
 
 def _one_per_cell(errors: Sequence[RowError]) -> list[RowError]:
@@ -83,10 +82,6 @@ def _column(table: pa.Table, lower: str, n: int) -> pa.Array:
             col = table.column(name).combine_chunks()
             return col if pa.types.is_string(col.type) else pc.cast(col, pa.string())
     return pa.nulls(n, pa.string())
-
-
-def _ms(ts: pa.Array) -> pa.Array:
-    return pc.cast(ts, pa.int64())
 
 
 def _group(period: pa.Array, currency: pa.Array, cost: pa.Array, rejected: pa.Array,

@@ -107,13 +107,13 @@ def convert(
         if ctype == OBJECT:
             typed[name] = _tags(focus_values.nulls(col))
         elif ctype == DOUBLE:
-            typed[name], wrong = _by_distinct(col, focus_values.numbers)
+            typed[name], wrong = by_distinct(col, focus_values.numbers)
             bad = _reject(bad, wrong, name, _why(name, "number"), col, numbers, errors)
         elif ctype == TIMESTAMP:
-            typed[name], wrong = _by_distinct(col, focus_values.timestamps)
+            typed[name], wrong = by_distinct(col, focus_values.timestamps)
             bad = _reject(bad, wrong, name, _why(name, "timestamp"), col, numbers, errors)
         else:
-            typed[name] = _by_distinct(col, _strings)[0]
+            typed[name] = focus_values.nulls(col)
     if kind == "generic":
         typed.update(_generic_value_columns(table))
     for name in required:
@@ -138,11 +138,6 @@ def row_numbers(table: pa.Table, given: Sequence[int] | None) -> list[int]:
     return list(given) if given is not None else list(range(table.num_rows))
 
 
-def _strings(col: pa.Array) -> tuple[pa.Array, pa.Array]:
-    """Text columns: only the null literals change; nothing is ever wrong."""
-    return focus_values.nulls(col), pa.nulls(len(col), pa.bool_())
-
-
 def _fixed(msg: str) -> Callable[[Any], str]:
     return lambda _value: msg
 
@@ -164,7 +159,7 @@ def _present(raw: dict[str, Any] | None) -> dict[str, Any] | None:
     return None if raw is None else {k: v for k, v in raw.items() if v is not None}
 
 
-def _by_distinct(col: pa.Array, parse: Callable[[pa.Array], tuple[pa.Array, pa.Array]]) -> tuple[pa.Array, pa.Array]:
+def by_distinct(col: pa.Array, parse: Callable[[pa.Array], tuple[pa.Array, pa.Array]]) -> tuple[pa.Array, pa.Array]:
     """`parse` (values, wrong-mask) run once per distinct value when values repeat (periods, prices)."""
     if len(col) < 1024:
         return parse(col)

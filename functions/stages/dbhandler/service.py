@@ -28,8 +28,9 @@ from functions.clients.db import Database, connect
 from functions.codecs import records
 from functions.errors import FieldError, FinopsError, InvalidInput, Unauthorized, field_errors, http_answer
 from functions.logs import get_logger
-from functions.stages.dbhandler import compute, upload
+from functions.stages.dbhandler import compute, schema, upload
 from functions.stages.dbhandler.settings import DbHandlerSettings
+from functions.storage import ledger
 
 if TYPE_CHECKING:
     import flask
@@ -102,6 +103,8 @@ def _route(method: str, path: str, query: Mapping[str, str], headers: Mapping[st
         return _sql(method, query, headers, body, settings)
     if path == "/upload":
         return _not_allowed(method, path) if method != "POST" else _upload(query, headers, body, settings)
+    if path == "/upload/findings":
+        return _not_allowed(method, path) if method != "POST" else _findings(query, headers, body, settings)
     if path == "/compute" or path.startswith("/compute/"):
         got = compute.handle(method, path, query, headers, body, settings, lambda auth: open_verified(auth, settings))
         return Response(got.status, got.body, got.headers, got.content_type)
@@ -162,6 +165,26 @@ def _upload(query: Mapping[str, str], headers: Mapping[str, str], body: bytes, s
                               "part": request.part, "final": request.final, "rows": result.records_processed,
                               "rejected": result.records_rejected, "committed": result.committed})
     return Response(200, result.body())
+
+
+def _findings(query: Mapping[str, str], headers: Mapping[str, str], body: bytes, settings: DbHandlerSettings) -> Response:
+    """`POST /upload/findings?table=T&source=S&run=R`: a run's FOCUS conformance findings (JSON list),
+    replacing that run's; reported by the scraper, which checks each snapshot it uploads."""
+    db = open_database(compute.header(headers, "Authorization"), settings)
+    try:
+        request = _request(query)
+        if request.source is None or request.run is None:
+            raise InvalidInput("source and run are required", [FieldError("query", "source and run name the run")])
+        try:
+            items = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidInput("Request must be JSON", [FieldError("body", str(exc))]) from exc
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise InvalidInput("findings must be a list of objects", [FieldError("body", "expected [{rule, column, ...}]")])
+        stored = ledger.record_findings(db, schema.table_name(request.table), request.source, request.run, items)
+    finally:
+        db.close()
+    return Response(200, {"findings": stored})
 
 
 def _retention(settings: DbHandlerSettings) -> upload.Retention:
