@@ -6,7 +6,7 @@ A module of its own (outside the layers) because it gathers settings from models
 
 from __future__ import annotations
 
-from functions.settings import CollectionSettings, _EnvSettings
+from functions.settings import CollectionSettings, DatabaseClientSettings, _EnvSettings
 
 
 def all_settings() -> dict[str, type[_EnvSettings]]:
@@ -24,6 +24,7 @@ def all_settings() -> dict[str, type[_EnvSettings]]:
         "dbhandler (notebook runs)": NotebookRunSettings,
         "aicost, aicost_metrics": AICostSettings,
         "optimizer": OptimizerSettings,
+        "every database client": DatabaseClientSettings,
     }
 
 

@@ -289,6 +289,11 @@ def run_uploads(stack: Stack) -> None:
         answer = stack.upload(recs, {"table": table, "type": type_})
         assert answer["records_processed"] == len(recs) and answer["committed"] is True, answer
         stack.upload(recs, {"table": table, "type": type_})  # Krateo's scraper sends the same rows again
+    findings = [{"rule": "FOCUS-ChargeCategory-allowed-values", "column": "ChargeCategory", "severity": "error",
+                 "count": 1, "examples": [{"row": 3, "value": "Refund"}], "message": "not allowed", "version": "1.0"}]
+    resp = httpx.post(f"{stack.url}/upload/findings", params={"table": "cm_cost", "source": "ESC/cm/cost", "run": "f1"},
+                      content=json.dumps(findings).encode(), headers={"Content-Type": "application/json", **stack.auth()})
+    assert resp.status_code == 200 and resp.json() == {"findings": 1}, resp.text  # the scraper's findings report
     db = stack.database()
     try:
         assert db.execute("SELECT count(*) AS n FROM cm_cost").rows == [[3]]  # a 1.50 (January restated), c, d

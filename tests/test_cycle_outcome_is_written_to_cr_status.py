@@ -9,6 +9,8 @@ Cases:
   `unchanged` (no io.finops.cr.applied) and keeps the status; a CR that is gone is not re-created;
 - write_outcome: True (Available / ReconcileSuccess) then True again keeps lastTransitionTime, False
   (ReconcileError) moves it; a missing CR is ignored;
+- Degraded: True (RowsRejected, the message given) after a cycle that rejected rows, kept through a
+  failed cycle and through the bridge's own Ready/Synced rewrite, False (AllRowsStored) after a clean one;
 - KubeStatusWriter against a real HTTP server on 127.0.0.1 speaking the API: one PATCH of
   /apis/finops.krateo.io/v1/namespaces/<ns>/exporterscraperconfigs/<name>/status as a JSON merge
   patch of status.conditions + extra; 404 (CR gone) ignored; 403 -> Unavailable naming RBAC; API
@@ -135,6 +137,28 @@ def test_write_outcome_keeps_the_time_until_the_status_flips(tmp_path: Path) -> 
     assert flipped["lastTransitionTime"] != stamp
     kube.write_outcome(reader, writer, "ExporterScraperConfig", NS, "gone", False, "x")  # ignored
     assert not kube.resource_path(tmp_path, KIND, NS, "gone").exists()
+
+
+def test_degraded_says_rows_were_rejected_until_a_clean_cycle(tmp_path: Path) -> None:
+    CrStore(tmp_path).apply([esc()])
+    reader, writer = kube.LocalReader(tmp_path), kube.LocalStatusWriter(tmp_path)
+
+    def conds() -> dict[str, dict[str, Any]]:
+        body = reader.get(KIND, NS, NAME)
+        assert body is not None
+        return by_type(body["status"]["conditions"])
+
+    kube.write_outcome(reader, writer, KIND, NS, NAME, True, "uploaded 7 of 10 rows", rejected="3 of 10 rows rejected")
+    got = conds()
+    assert (got["Ready"]["status"], got["Degraded"]["status"], got["Degraded"]["reason"]) == ("True", "True", "RowsRejected")
+    assert got["Degraded"]["message"] == "3 of 10 rows rejected"
+    kube.write_outcome(reader, writer, KIND, NS, NAME, False, "the API is gone")
+    assert conds()["Degraded"]["status"] == "True" and conds()["Ready"]["status"] == "False"
+    bridge = conditions(list(conds().values()), True, "Available", True, "ReconcileSuccess", "valid", T1)
+    assert {c["type"] for c in bridge} == {"Ready", "Synced", "Degraded"}  # the bridge keeps what it does not own
+    kube.write_outcome(reader, writer, KIND, NS, NAME, True, "uploaded 10 of 10 rows")
+    assert (conds()["Degraded"]["status"], conds()["Degraded"]["reason"]) == ("False", "AllRowsStored")
+    assert len(reader.get(KIND, NS, NAME)["status"]["conditions"]) == 3  # type: ignore[index]
 
 
 # ---- the Kubernetes API --------------------------------------------------------------------------

@@ -216,10 +216,9 @@ def write_outcome(reader: ResourceReader, writer: StatusWriter, kind: str, names
     now = now_rfc3339()
     if ok:
         conds = krateo_conditions(old, True, "Available", True, "ReconcileSuccess", message, now)
-        conds.append(degraded_condition(old, rejected, now))
-    else:
+        conds = [c for c in conds if c.get("type") != "Degraded"] + [degraded_condition(old, rejected, now)]
+    else:  # the last Degraded condition is kept as it was: nothing was counted
         conds = krateo_conditions(old, False, "ReconcileError", False, "ReconcileError", message, now)
-        conds += [dict(c) for c in old or [] if isinstance(c, Mapping) and c.get("type") == "Degraded"]
     writer.set_conditions(kind, namespace, name, conds, extra)
 
 

@@ -29,6 +29,7 @@ from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as dm
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
+from functions.models import crdgen
 from functions.stages.aicost_metrics import BURN_METRIC, COST_METRIC, EVENTS_METRIC
 
 EXTERNAL_METRICS: dict[str, str] = {
@@ -173,17 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path, nargs="?", default=Path("dashboards"), help="output folder (default dashboards)")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if any file would change")
     args = parser.parse_args(argv)
-    stale = [(args.out / n, text) for n, text in render().items()
-             if not (args.out / n).is_file() or (args.out / n).read_text(encoding="utf-8") != text]
-    if args.check:
-        for path, _ in stale:
-            print(f"out of date: {path} (run `python -m functions.local.dashboards {args.out}`)", file=sys.stderr)
-        return 1 if stale else 0
-    for path, text in stale:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-        print(f"wrote {path}")
-    return 0
+    files = {args.out / n: text for n, text in render().items()}
+    return crdgen.sync(files, args.check, f"python -m functions.local.dashboards {args.out}")
 
 
 if __name__ == "__main__":

@@ -185,7 +185,11 @@ class _Demo:
         mismatch = reconcile(apis["cost"].csv_path, report)
         if mismatch:
             raise DemoFailed("reconcile with the source", mismatch)
+        ledger_line = reconcile_ledger(db, _cost_source(docs), apis["cost"].csv_path)
+        if ledger_line.startswith("MISMATCH"):
+            raise DemoFailed("reconcile with the ledger", ledger_line)
         self.progress("reconciled: rows and BilledCost per currency match the cost API's export to the cent")
+        self.progress(ledger_line)
         sys.stdout.write(showback.render(report) + "\n")
         sys.stdout.flush()
         self._notebook(info, cost_table, report)
@@ -399,6 +403,54 @@ def reconcile(csv_path: Path, report: Any) -> str:
     if not same:
         return f"stored (rows, billed) per currency {stored} != source {source}"
     return ""
+
+
+def reconcile_ledger(db: Any, source: str, csv_path: Path) -> str:
+    """The ledger of the cost config's latest run against the source export: received = the export's
+    rows and BilledCost per currency, and received = stored + rejected. A line for people, starting
+    with MISMATCH when any of it does not hold."""
+    import csv
+    from decimal import Decimal
+
+    from functions.storage import ledger
+
+    last = ledger.last_run(db, source)
+    if last is None:
+        return f"MISMATCH: no ledger entry for {source}"
+    table, run = last
+    summary = ledger.run_summary(db, table, run)
+    per: dict[str, list[Decimal]] = {}
+    for r in summary:
+        got = per.setdefault(str(r["currency"]), [Decimal(0)] * 6)
+        for i, k in enumerate(("rows_received", "rows_stored", "rows_rejected", "billedcost_received",
+                               "billedcost_stored", "billedcost_rejected")):
+            got[i] += Decimal(repr(r[k] or 0))
+    source_totals: dict[str, list[Decimal]] = {}
+    with csv_path.open(newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            t = source_totals.setdefault(row["BillingCurrency"], [Decimal(0), Decimal(0)])
+            t[0] += 1
+            t[1] += Decimal(row["BilledCost"] or "0")
+    cent = Decimal("0.005")
+    for cur, (rows, cost) in source_totals.items():
+        rr, rs, rj, cr, cs, cj = per.get(cur, [Decimal(0)] * 6)
+        if rr != rows or abs(cr - cost) > cent or rr != rs + rj or abs(cr - cs - cj) > cent:
+            return (f"MISMATCH: {cur}: source {rows} rows {cost}; ledger received {rr} ({cr}), stored {rs} ({cs}), "
+                    f"rejected {rj} ({cj})")
+    parts = ", ".join(f"{cur} {int(v[0])} rows = {int(v[1])} stored + {int(v[2])} rejected, BilledCost {v[3]:.2f}"
+                      for cur, v in sorted(per.items()))
+    return f"ledger of run {run[:12]}… ({table}): {parts}"
+
+
+def _cost_source(docs: list[dict[str, Any]]) -> str:
+    """The finops_source of the example cost ExporterScraperConfig (its ledger key)."""
+    for doc in docs:
+        spec = doc.get("spec") or {}
+        if doc.get("kind") == "ExporterScraperConfig" and spec.get("scraperConfig") and str(
+                (spec.get("exporterConfig") or {}).get("metricType") or "cost").lower() == "cost":
+            meta = doc.get("metadata") or {}
+            return f"ExporterScraperConfig/{meta.get('namespace')}/{meta.get('name')}"
+    raise DemoFailed("showback", "no example ExporterScraperConfig with metricType cost")
 
 
 def _demo_resource_id(docs: list[dict[str, Any]]) -> str:

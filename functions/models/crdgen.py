@@ -164,6 +164,21 @@ def changed(files: dict[Path, str]) -> list[Path]:
     return [p for p, text in files.items() if not p.is_file() or p.read_text(encoding="utf-8") != text]
 
 
+def sync(files: dict[Path, str], check: bool, how: str = "task crds") -> int:
+    """Write the generated files that changed, or with `check` write nothing and name them: the one
+    drift rule of every generated reference (CRDs, schemas, dashboards, docs). Exit status: 1 if stale."""
+    stale = changed(files)
+    if check:
+        for path in stale:
+            print(f"out of date: {path} (run `{how}`)", file=sys.stderr)
+        return 1 if stale else 0
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(files[path], encoding="utf-8")
+        print(f"wrote {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m functions.models.crdgen", description=__doc__.split("\n")[0])
     parser.add_argument("crds_dir", type=Path, help="CRD output folder (e.g. crds)")
@@ -171,17 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if any file would change")
     args = parser.parse_args(argv)
     schemas_dir = args.schemas or args.crds_dir.parent / "schemas"
-    files = render(args.crds_dir, schemas_dir)
-    stale = changed(files)
-    if args.check:
-        for path in stale:
-            print(f"out of date: {path} (run `task crds`)", file=sys.stderr)
-        return 1 if stale else 0
-    for path in stale:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(files[path], encoding="utf-8")
-        print(f"wrote {path}")
-    return 0
+    return sync(render(args.crds_dir, schemas_dir), args.check)
 
 
 if __name__ == "__main__":

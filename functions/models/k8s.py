@@ -69,6 +69,8 @@ def conditions(old: list[Mapping[str, Any]] | None, ready: bool, ready_reason: s
         cond = Condition.model_validate({"type": type_, "status": status, "lastTransitionTime": since,
                                          "reason": reason, "message": message})
         out.append(cond.model_dump(by_alias=True))
+    # Conditions of other types (Degraded, written by the cycle that counted rows) are not ours to drop.
+    out += [dict(c) for t, c in previous.items() if t not in ("Ready", "Synced")]
     return out
 
 

@@ -14,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from functions.models import crdgen
 from functions.models import focus_columns as fc
 from functions.storage import tables
 
@@ -105,17 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path, nargs="?", default=Path("docs"), help="output folder (default docs)")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if the file would change")
     args = parser.parse_args(argv)
-    path, text = args.out / FILE, render()
-    stale = not path.is_file() or path.read_text(encoding="utf-8") != text
-    if args.check:
-        if stale:
-            print(f"out of date: {path} (run `task crds`)", file=sys.stderr)
-        return 1 if stale else 0
-    if stale:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-        print(f"wrote {path}")
-    return 0
+    return crdgen.sync({args.out / FILE: render()}, args.check)
 
 
 if __name__ == "__main__":

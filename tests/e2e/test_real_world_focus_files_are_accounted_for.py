@@ -19,7 +19,8 @@ Cases (one stack, through the real exporter, scraper, database handler and `fino
   SUM(billedcost) equal the conformant source rows to the cent (Decimal sums of the CSV text);
   NULL cells are NULL in the database (quantities, prices, timestamps, Tags: never 0.0);
   x_ columns and 1.3 columns are columns;
-- each rejected row is named (row number, column, value) in `finops run`'s output, which exits 3;
+- each rejected row is named (row number, column, value) in `finops run`'s output, which exits 3,
+  and in the io.finops.upload.completed event (received, stored, rejected, first reasons);
   the CR keeps Ready=True and gets Degraded=True / RowsRejected with the counts and first reasons;
 - `finops_rejects` holds every rejected row with source, run, row number, column, reason, value
   and the raw row; `finops rejects` lists them;
@@ -44,6 +45,8 @@ import pytest
 import yaml
 from e2e_stack import E2EStack, database_docs, esc, period_of, secret
 from loopback_http import Reply, Seen, serve
+
+from functions import events
 
 pytestmark = pytest.mark.slow
 DATA = Path(__file__).parent.parent / "data"
@@ -173,6 +176,14 @@ def test_real_world_focus_files_are_stored_exactly_or_rejected_with_their_reason
         assert validated.rc == 1 and "BilledCost" in validated.out and "BillingPeriodStart" in validated.out, validated.text
         found = json.loads(stack.finops("validate", REF13, "--json").out)
         assert any(f["column_name"] == "BilledCost" and f["row_count"] == 1 for f in found["findings"]), found
+
+        # the event: io.finops.upload.completed carries received/stored/rejected and the first reasons
+        reply = stack.post_event("scraper", events.new(events.EXPORT_COMPLETED, "/test", {"config": REF13}, subject=REF13))
+        done = events.from_http(dict(reply.headers), reply.content)
+        assert done.type == events.UPLOAD_COMPLETED
+        assert (done.data["received"], done.data["stored"], done.data["rejected"]) == (6, 4, 2), done.data
+        assert [r["value"] for r in done.data["reasons"]] == ["1.234,56", "01.01.2025"]
+        assert done.data["findings"]["error"] >= 2
 
         # the metric a Prometheus alerts on
         metrics = httpx.get(stack.url("aicost-metrics") + "/metrics", timeout=30).text
