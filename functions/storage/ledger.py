@@ -129,16 +129,22 @@ def record_findings(db: Database, table: str, source: str | None, run: str, find
     return len(rows)
 
 
-def stored_statements(target: str, kind: str, source: str | None, run: str) -> list[tuple[str, list[Any]]]:
-    """The commit's ledger rows: stored rows and BilledCost per (period, currency), computed by the
-    database from the run's rows in the target (to run inside the commit's atomic unit)."""
-    head = f"INSERT INTO {LEDGER_TABLE} ({_LEDGER_COLS}) SELECT ?, ?, ?, {COMMIT_PART}, "
+def stored_statements(target: str, kind: str, source: str | None, run: str, rows_from: str = "") -> list[tuple[str, list[Any]]]:
+    """The commit's ledger rows: stored rows and BilledCost per (period, currency), counted by the
+    database inside the commit's atomic unit.
+
+    `rows_from`: a SELECT (one `?`: the run) of exactly the rows the commit inserts, when the caller
+    has one cheaper to scan than the target (the embedded commit: the staged parts and the final
+    part's registered payload, instead of rows just written into the transaction); else the run's
+    rows are counted in the target."""
     t = '"' + target.replace('"', '""') + '"'
+    head = f"INSERT INTO {LEDGER_TABLE} ({_LEDGER_COLS}) SELECT ?, ?, ?, {COMMIT_PART}, "
+    rows = f"({rows_from}) AS stored_rows" if rows_from else f"{t} WHERE finops_run = ?"
     if kind == "cost":
         select = (head + "billingperiodstart, billingcurrency, 0, 0, 0, 0, COUNT(*), SUM(billedcost), CURRENT_TIMESTAMP "
-                  f"FROM {t} WHERE finops_run = ? GROUP BY billingperiodstart, billingcurrency")
+                  f"FROM {rows} GROUP BY billingperiodstart, billingcurrency")
     else:
-        select = head + f"NULL, NULL, 0, 0, 0, 0, COUNT(*), NULL, CURRENT_TIMESTAMP FROM {t} WHERE finops_run = ?"
+        select = head + f"NULL, NULL, 0, 0, 0, 0, COUNT(*), NULL, CURRENT_TIMESTAMP FROM {rows}"
     return [
         (f"DELETE FROM {LEDGER_TABLE} WHERE target_table = ? AND finops_run = ? AND finops_part = {COMMIT_PART}", [target, run]),
         (select, [target, source, run, run]),

@@ -253,7 +253,7 @@ def _commit_with_rows(
         if handle:
             stmts.append((_insert_payload(target.name, [c for c in names if c != "finops_part"], handle), None))
         stmts.append((f"REFRESH TABLE {q(target.name)}", None))
-        stmts += ledger.stored_statements(target.name, target.kind, request.source, run)
+        stmts += ledger.stored_statements(target.name, target.kind, request.source, run, _inserted_rows(target, names, handle))
         if request.source is not None:
             stmts += _part_marker(target, request, run, conv.rows, committed=True)
             stmts.append((f"UPDATE {PARTS_TABLE} SET committed = TRUE WHERE target_table = ? AND finops_run = ?", [target.name, run]))
@@ -263,6 +263,18 @@ def _commit_with_rows(
     if request.source is not None:
         _drop_stale(db, target)
     return conv.rows, []
+
+
+def _inserted_rows(target: schema.Target, names: Sequence[str], handle: str) -> str:
+    """The rows an embedded commit inserts (the run's staged parts and the final part's payload), for
+    the ledger to count without scanning rows just written to the target; '' where it cannot."""
+    cols = ("billingperiodstart", "billingcurrency", "billedcost") if target.kind == "cost" else ("finops_run",)
+    staged = f"SELECT {', '.join(q(c) for c in cols)} FROM {q(target.staging)} WHERE finops_run = ?"
+    if not handle:
+        return staged
+    if not all(c in names for c in cols):
+        return ""
+    return f"{staged} UNION ALL SELECT {', '.join(q(c) for c in cols)} FROM finops_payload('{handle}')"
 
 
 def _chunk_rows(staging: str, cols: dict[str, list[Any]], start: int, stop: int, extra: tuple[Any, ...]) -> tuple[str, list[tuple[Any, ...]]]:
