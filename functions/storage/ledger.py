@@ -80,15 +80,14 @@ def ensure(db: Database) -> None:
     _ENSURED.add(db.url)
 
 
-def record(db: Database, key: PartKey, stage: str, rejects: Sequence[Reject], received: Sequence[Sequence[Any]],
-           stored: Sequence[Sequence[Any]] = ()) -> None:
-    """Replace one part's rejects and ledger rows (idempotent per (table, run, part)), in one atomic
-    unit on the embedded engine (one round trip), statement by statement on CrateDB.
+def part_statements(key: PartKey, received: Sequence[Sequence[Any]], stored: Sequence[Sequence[Any]] = (),
+                    ) -> list[tuple[str, Sequence[Any] | None]]:
+    """The statements replacing one part's ledger rows and clearing its rejects (idempotent per
+    (table, run, part)), for a caller to run in its own atomic unit (the tables must exist: `ensure`).
 
     `received`: [period ms, currency, rows, BilledCost, rows rejected, BilledCost rejected] per group;
     `stored`: [period ms, currency, rows stored, BilledCost stored] for a writer that commits at once.
     """
-    ensure(db)
     where = "target_table = ? AND finops_run = ? AND finops_part = ?"
     args = [key.table, key.run, key.part]
     now = int(time.time() * 1000)
@@ -96,14 +95,23 @@ def record(db: Database, key: PartKey, stage: str, rejects: Sequence[Reject], re
     rows += [[key.table, key.source, key.run, key.part, p, c, 0, 0.0, 0, 0.0, n, total, now] for p, c, n, total in stored]
     stmts: list[tuple[str, Sequence[Any] | None]] = [
         (f"DELETE FROM {REJECTS_TABLE} WHERE {where}", args), (f"DELETE FROM {LEDGER_TABLE} WHERE {where}", args)]
-    stmts += [(f"INSERT INTO {LEDGER_TABLE} ({_LEDGER_COLS}) VALUES ({', '.join('?' * 13)})", row) for row in rows]
+    return stmts + [(f"INSERT INTO {LEDGER_TABLE} ({_LEDGER_COLS}) VALUES ({', '.join('?' * 13)})", row) for row in rows]
+
+
+def record(db: Database, key: PartKey, stage: str, rejects: Sequence[Reject], received: Sequence[Sequence[Any]],
+           stored: Sequence[Sequence[Any]] = ()) -> None:
+    """Replace one part's rejects and ledger rows now (one atomic unit on the embedded engine,
+    statement by statement on CrateDB), the rejects in one bulk insert after it (a retry converges)."""
+    ensure(db)
+    stmts = part_statements(key, received, stored)
     try:
         db.run_atomically(stmts)
     except DatabaseError:  # a table dropped since it was ensured: create it again, once
         _ENSURED.discard(db.url)
         ensure(db)
         db.run_atomically(stmts)
-    if rejects:  # possibly many: one bulk insert, after the delete (a retry converges)
+    if rejects:
+        now = int(time.time() * 1000)
         db.executemany(
             f"INSERT INTO {REJECTS_TABLE} (target_table, finops_source, finops_run, finops_part, stage, row_number, "
             "column_name, reason, value, raw, rejected_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -33,10 +33,22 @@ from functions.storage import ledger
 
 
 def record_part(db: Database, key: ledger.PartKey, kind: str, table: pa.Table, numbers: Sequence[int],
-                errors: Sequence[RowError], stage: str = "dbhandler") -> None:
-    """Replace this part's rejects and received/rejected ledger rows (idempotent per part)."""
+                errors: Sequence[RowError], stage: str = "dbhandler", figures: list[list[Any]] | None = None) -> None:
+    """Replace this part's rejects and received/rejected ledger rows now (idempotent per part)."""
     rejects = [ledger.Reject(e.row, e.loc, e.msg, e.value, e.raw) for e in _one_per_cell(errors)]
-    ledger.record(db, key, stage, rejects, received(kind, table, numbers, errors))
+    ledger.record(db, key, stage, rejects, figures if figures is not None else received(kind, table, numbers, errors))
+
+
+def part_statements(db: Database, key: ledger.PartKey, kind: str, table: pa.Table, numbers: Sequence[int],
+                    errors: Sequence[RowError], stage: str = "dbhandler") -> list[tuple[str, Sequence[Any] | None]]:
+    """The part's ledger statements for the caller's own atomic unit; rejected rows (if any) are
+    recorded at once, so they exist before the run can commit."""
+    figures = received(kind, table, numbers, errors)
+    ledger.ensure(db)
+    if errors:
+        record_part(db, key, kind, table, numbers, errors, stage, figures)
+        return []
+    return ledger.part_statements(key, figures)
 
 
 def received(kind: str, table: pa.Table, numbers: Sequence[int], errors: Sequence[RowError]) -> list[list[Any]]:

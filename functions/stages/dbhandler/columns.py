@@ -70,6 +70,8 @@ class Converted:
     errors: list[RowError] = field(default_factory=list)
     row_numbers: list[int] = field(default_factory=list)
     """The request's row index of each kept row."""
+    numbers: list[int] = field(default_factory=list)
+    """The row number of every row of the request's table, kept or not."""
 
     @property
     def columns(self) -> dict[str, list[Any]]:
@@ -122,11 +124,11 @@ def convert(
         bad = _reject(bad, missing, name, _fixed(f"{name} is required (the cell is empty or NULL)"), empty, numbers, errors)
     errors.sort(key=lambda e: e.row)
     if not errors:
-        return Converted(typed, table.num_rows, errors, numbers)
+        return Converted(typed, table.num_rows, errors, numbers, numbers)
     keep = pc.invert(bad)
     arrays = {n: pc.filter(a, keep) for n, a in typed.items()}
     kept = [n for n, k in zip(numbers, keep.to_pylist(), strict=True) if k]
-    return Converted(arrays, len(kept), _with_raw(errors, table, numbers), kept)
+    return Converted(arrays, len(kept), _with_raw(errors, table, numbers), kept, numbers)
 
 
 def row_numbers(table: pa.Table, given: Sequence[int] | None) -> list[int]:

@@ -147,10 +147,15 @@ def handle(
     by_ref = payloads if payloads is not None and db.embedded else None
     committed = request.final or request.source is None
     key = ledger.PartKey(name, request.source, run, request.part)
-    numbers = columns.row_numbers(table, row_numbers)
-    if by_ref is not None and committed:
-        accounting.record_part(db, key, request.type, table, numbers, errors)
-        stored, failed = _commit_with_rows(db, target, request, run, conv, by_ref)
+    numbers = conv.numbers
+    if by_ref is not None:
+        # Embedded: the part's ledger rows ride in the staging or commit unit (one round trip less);
+        # rejected rows are written first, on their own, so they exist before the run commits.
+        book = accounting.part_statements(db, key, request.type, table, numbers, errors)
+        if committed:
+            stored, failed = _commit_with_rows(db, target, request, run, conv, by_ref, book)
+        else:
+            stored, failed = _stage(db, target, request, run, conv, by_ref, book)
     else:
         stored, failed = _stage(db, target, request, run, conv, by_ref)
         errors = sorted(errors + failed, key=lambda e: e.row)
@@ -170,7 +175,8 @@ def handle(
 
 
 def _stage(
-    db: Database, target: schema.Target, request: UploadRequest, run: str, conv: columns.Converted, payloads: Payloads | None
+    db: Database, target: schema.Target, request: UploadRequest, run: str, conv: columns.Converted, payloads: Payloads | None,
+    book: Sequence[tuple[str, Sequence[Any] | None]] = (),
 ) -> tuple[int, list[RowError]]:
     """Replace (run, part) in staging with the converted rows; record the part. Returns (stored, failed rows)."""
     target.ensure(db, list(conv.arrays))
@@ -183,7 +189,9 @@ def _stage(
             if handle:
                 db.execute(_insert_payload(staging, names, handle))
         if request.source is not None:
-            _mark_part(db, target, request, run, conv.rows)
+            _mark_part(db, target, request, run, conv.rows, book)
+        elif book:
+            db.run_atomically(book)
         return conv.rows, []
     stored, failed = _bulk_insert(db, staging, conv, extra)
     if request.source is not None:
@@ -236,7 +244,8 @@ def _insert_payload(table: str, names: Sequence[str], handle: str) -> str:
 
 
 def _commit_with_rows(
-    db: Database, target: schema.Target, request: UploadRequest, run: str, conv: columns.Converted, payloads: Payloads
+    db: Database, target: schema.Target, request: UploadRequest, run: str, conv: columns.Converted, payloads: Payloads,
+    book: Sequence[tuple[str, Sequence[Any] | None]] = (),
 ) -> tuple[int, list[RowError]]:
     """Embedded final part / legacy request: its rows go straight to the target in the commit's transaction."""
     target.ensure(db, list(conv.arrays))
@@ -247,6 +256,7 @@ def _commit_with_rows(
     with _registered(payloads, conv, extra) as (handle, names):
         cols = ", ".join(q(c) for c in target.commit_columns(db))
         stmts: list[tuple[str, Sequence[Any] | None]] = [
+            *book,
             _delete_replaced(target, request.source, run, handle),
             (f"INSERT INTO {q(target.name)} ({cols}) SELECT {cols} FROM {q(target.staging)} WHERE finops_run = ?", [run]),
         ]
@@ -296,9 +306,10 @@ def _chunk_rows(staging: str, cols: dict[str, list[Any]], start: int, stop: int,
     return stmt, rows
 
 
-def _mark_part(db: Database, target: schema.Target, request: UploadRequest, run: str, rows: int) -> None:
-    for stmt, args in _part_marker(target, request, run, rows, committed=False):
-        db.execute(stmt, args)
+def _mark_part(db: Database, target: schema.Target, request: UploadRequest, run: str, rows: int,
+               book: Sequence[tuple[str, Sequence[Any] | None]] = ()) -> None:
+    """The part's marker (and, embedded, its ledger rows) in one atomic unit."""
+    db.run_atomically([*_part_marker(target, request, run, rows, committed=False), *book])
 
 
 def _part_marker(
