@@ -320,7 +320,7 @@ def cmd_rejects(args: argparse.Namespace) -> int:
     if name is None or ns is None:
         raise UserError("rejects needs KIND/NAME or KIND/NAMESPACE/NAME")
     cr = _store(args).get(kind, ns, name)
-    source = f"{cr['kind'] if cr else kind}/{ns}/{name}"
+    source = _source_of(cr, kind, ns, name)
     stack = _stack(args.state)
     database = db.connect(stack["db"]["url"], stack["db"]["user"], stack["db"]["password"])
     try:
@@ -346,6 +346,14 @@ def cmd_rejects(args: argparse.Namespace) -> int:
     print(format_table(cols, [[r[c] for c in cols] for r in rows]))
     print(f"({len(rows)} rejected cell(s); raw rows: --json)")
     return 0
+
+
+def _source_of(cr: dict[str, Any] | None, kind: str, ns: str, name: str) -> str:
+    """The `finops_source` a CR's rows carry: KIND/NS/NAME, but FocusConfig/<uid> for a FocusConfig
+    (its rows follow the CR's identity, so a re-created CR never inherits another's)."""
+    if cr is not None and cr.get("kind") == "FocusConfig" and (cr.get("metadata") or {}).get("uid"):
+        return f"FocusConfig/{cr['metadata']['uid']}"
+    return f"{cr['kind'] if cr else kind}/{ns}/{name}"
 
 
 def _period(ms: Any) -> str:
@@ -415,16 +423,19 @@ def _read_focus_file(path: Path) -> Any:
 def _validate_stored(args: argparse.Namespace, source: str) -> int:
     """The findings table's rows for the latest run of finops_source = KIND/NS/NAME."""
     from functions.clients import db
+    from functions.storage import ledger
 
     stack = _stack(args.state)
     database = db.connect(stack["db"]["url"], stack["db"]["user"], stack["db"]["password"])
     cols = "focus_version, severity, rule, column_name, row_count, examples, message, target_table, checked_at"
     try:
-        latest = database.execute("SELECT finops_run FROM finops_findings WHERE finops_source = ? "
-                                  "ORDER BY checked_at DESC LIMIT 1", [source])
-        rows = [] if not latest.rows else database.execute(
+        # The latest committed run (the ledger's), not the latest run that had findings: a clean run
+        # stores none, and must not leave the errors of an older one on show.
+        last = ledger.last_run(database, source)
+        run = last[1] if last else None
+        rows = [] if run is None else database.execute(
             f"SELECT {cols} FROM finops_findings WHERE finops_source = ? AND finops_run = ? "
-            "ORDER BY severity, rule, column_name", [source, latest.rows[0][0]]).rows
+            "ORDER BY severity, rule, column_name", [source, run]).rows
     except db.DatabaseError as exc:
         if "RelationUnknown" not in exc.message:
             raise
@@ -432,9 +443,8 @@ def _validate_stored(args: argparse.Namespace, source: str) -> int:
     finally:
         database.close()
     if not rows:
-        print(f"no findings recorded for {source}")
+        print(f"no findings recorded for {source}" + (f" (latest run {run})" if run else ""))
         return 0
-    run = latest.rows[0][0]
     if args.json:
         keys = [c.strip() for c in cols.split(",")]
         out = [dict(zip(keys, r, strict=True)) | {"examples": _json_or_text(r[5])} for r in rows]

@@ -35,7 +35,7 @@ CATALOGUE: dict[str, str] = {
     PING: "PingSource tick; data names the config to run: {kind, namespace, name}.",
     CR_APPLIED: "A custom resource was created or changed; subject <kind>/<namespace>/<name>, data = the CR.",
     CR_DELETED: "A custom resource was deleted; subject <kind>/<namespace>/<name>, data = the last CR.",
-    EXPORT_COMPLETED: "An exporter stored a new snapshot; data {config, metricType, rows, pages, received, rejected, reasons} (rejected: rows without a usable value, kept in the snapshot for the handler's rejects). Triggers the scrape.",
+    EXPORT_COMPLETED: "An exporter stored a new snapshot; data {config, metricType, rows, pages, received, unvalued, reasons} (unvalued: rows without a usable value, kept in the snapshot for the handler to judge; `rejected` too for an exporter-only config). Triggers the scrape.",
     UPLOAD_COMPLETED: "A scrape committed its rows to the database; data {config, table, run, rows, parts, received, stored, rejected, reasons, findings} (received = stored + rejected; reasons: the first rejected rows' {row, loc, value, msg}). Terminal: alerting may subscribe.",
     EXPORT_FAILED: "An export cycle refused its input (payload, config or names; the last good snapshot kept, the CR's status says Ready=False); data {config, error, errors}. Terminal: alerting may subscribe.",
     SCRAPE_FAILED: "A scrape cycle refused its input (config, DatabaseConfig, Secret, names; the CR's status says Ready=False); data {config, error, errors}. Terminal: alerting may subscribe.",

@@ -268,7 +268,7 @@ def _cycle(ref: Any, replies: tuple[str, str], handle: Callable[..., Any], *args
     if result is None:
         return _empty()
     message, extra = result.status()
-    _write_status(ref, True, message, extra, result.degraded())
+    _write_status(ref, True, message, extra, result.degraded(), result.owns_degraded)
     return _reply(completed, str(ref), result.event_data())
 
 
@@ -280,15 +280,17 @@ def _failure_message(exc: Any, limit: int = 5) -> str:
 
 
 def _write_status(ref: Any, ok: bool, message: str, extra: dict[str, Any] | None = None,
-                  rejected: str | None = None) -> None:
+                  rejected: str | None = None, owns_degraded: bool = True) -> None:
     """Best effort: the answer is the cycle's outcome; a status that cannot be written is logged only.
-    `rejected`: the Degraded (RowsRejected) message of a cycle that kept rows out."""
+    `rejected`: the Degraded (RowsRejected) message of a cycle that kept rows out; `owns_degraded`:
+    whether this cycle decides Degraded at all (an export followed by a scrape does not)."""
     from functions.clients import kube
     from functions.errors import FinopsError
     from functions.logs import get_logger
 
     try:
-        kube.write_outcome(_reader(), _status_writer(), ref.kind, ref.namespace, ref.name, ok, message, extra, rejected)
+        kube.write_outcome(_reader(), _status_writer(), ref.kind, ref.namespace, ref.name, ok, message, extra, rejected,
+                           owns_degraded)
     except FinopsError as exc:
         get_logger("main").warning("status not written", extra={"config": str(ref), "error": str(exc)})
 

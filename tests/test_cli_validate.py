@@ -8,7 +8,8 @@ Cases (the CLI as a real subprocess):
 - a file without BilledCost is still read (its missing column is a finding); gzip and Parquet are read;
 - a missing file, a ragged CSV and an unknown --version exit 2 with one clear line, no traceback;
 - KIND/NS/NAME reads finops_findings through the running stack's SQL: no table -> "no findings
-  recorded for …" and 0; only the latest run is shown (exit 1 when it has an error, 0 when it has
+  recorded for …" and 0; only the latest committed run (the ledger's) is shown, so a clean run hides
+  older findings (exit 1 when it has an error, 0 when it has
   only warnings); the kind resolves like kubectl's (plural, any case); --json carries the examples as
   JSON; another config has none; no stack -> exit 2.
 """
@@ -153,6 +154,17 @@ def _store(db: Database, run: str, at: str, rows: list[tuple[str, str, str, int,
                    ["demo_cost", "ExporterScraperConfig/finops/demo", run, "1.2", rule, column, severity, count,
                     json.dumps(examples), f"{column} is wrong", at])
     db.execute("REFRESH TABLE finops_findings")
+    _committed(db, run, at)
+
+
+def _committed(db: Database, run: str, at: str) -> None:
+    """The ledger's commit row of a run, as every upload writes it (the run `validate` shows is the latest committed)."""
+    from functions.storage import ledger
+
+    db.execute(ledger.LEDGER_DDL)
+    db.execute(f"INSERT INTO {ledger.LEDGER_TABLE} (target_table, finops_source, finops_run, finops_part, rows_received, "
+               "rows_stored, rows_rejected, recorded_at) VALUES (?, ?, ?, ?, 0, 0, 0, ?)",
+               ["demo_cost", "ExporterScraperConfig/finops/demo", run, ledger.COMMIT_PART, at])
 
 
 def test_stored_findings_of_the_latest_run(stack: tuple[Path, Database]) -> None:
@@ -175,5 +187,9 @@ def test_stored_findings_of_the_latest_run(stack: tuple[Path, Database]) -> None
         "FOCUS-BilledCost-not-null": [{"row": 4, "value": None}], "FOCUS-InvoiceId-recommended": []}
     _store(db, "run-3", "2025-04-03T00:00:00Z", [("warning", "FOCUS-InvoiceId-recommended", "InvoiceId", 10, [])])
     assert finops(state, "validate", "ExporterScraperConfig/finops/demo").returncode == 0
+    _committed(db, "run-4", "2025-04-04T00:00:00Z")  # a clean run stores no findings: older ones are not shown
+    clean = finops(state, "validate", "ExporterScraperConfig/finops/demo")
+    assert (clean.returncode, clean.stdout.strip()) == (
+        0, "no findings recorded for ExporterScraperConfig/finops/demo (latest run run-4)")
     other = finops(state, "validate", "ScraperConfig/finops/demo")
     assert (other.returncode, other.stdout.strip()) == (0, "no findings recorded for ScraperConfig/finops/demo")

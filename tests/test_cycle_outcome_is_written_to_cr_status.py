@@ -10,7 +10,8 @@ Cases:
 - write_outcome: True (Available / ReconcileSuccess) then True again keeps lastTransitionTime, False
   (ReconcileError) moves it; a missing CR is ignored;
 - Degraded: True (RowsRejected, the message given) after a cycle that rejected rows, kept through a
-  failed cycle and through the bridge's own Ready/Synced rewrite, False (AllRowsStored) after a clean one;
+  failed cycle, through a cycle that does not own it (an export whose scrape counts the rows) and
+  through the bridge's own Ready/Synced rewrite, False (AllRowsStored) after a clean one;
 - KubeStatusWriter against a real HTTP server on 127.0.0.1 speaking the API: one PATCH of
   /apis/finops.krateo.io/v1/namespaces/<ns>/exporterscraperconfigs/<name>/status as a JSON merge
   patch of status.conditions + extra; 404 (CR gone) ignored; 403 -> Unavailable naming RBAC; API
@@ -154,6 +155,8 @@ def test_degraded_says_rows_were_rejected_until_a_clean_cycle(tmp_path: Path) ->
     assert got["Degraded"]["message"] == "3 of 10 rows rejected"
     kube.write_outcome(reader, writer, KIND, NS, NAME, False, "the API is gone")
     assert conds()["Degraded"]["status"] == "True" and conds()["Ready"]["status"] == "False"
+    kube.write_outcome(reader, writer, KIND, NS, NAME, True, "exported 10 rows", owns_degraded=False)
+    assert conds()["Degraded"]["status"] == "True"  # an export followed by a scrape leaves Degraded to the scrape
     bridge = conditions(list(conds().values()), True, "Available", True, "ReconcileSuccess", "valid", T1)
     assert {c["type"] for c in bridge} == {"Ready", "Synced", "Degraded"}  # the bridge keeps what it does not own
     kube.write_outcome(reader, writer, KIND, NS, NAME, True, "uploaded 10 of 10 rows")

@@ -4,7 +4,8 @@ Cases: null literals (empty, NULL, null) are nulls in text, numbers and timestam
 numbers and timestamps only (text is kept byte for byte); numbers in plain and exponent notation,
 spaces around allowed; currency symbols, thousands and decimal commas, words, NaN, Inf and overflow
 rejected; timestamps in RFC 3339 / ISO 8601 with Z, offsets with and without a colon, no zone (UTC),
-a space for T, minutes only, fractions, plain dates; locale dates rejected; the reason a user reads
+a space for T, minutes only, fractions, plain dates; locale dates and impossible dates (2025-02-29,
+which a parser would roll over into March) rejected; the reason a user reads
 names the column, the value and the rule.
 """
 
@@ -72,13 +73,15 @@ def test_non_focus_numbers_are_rejected(cell: str) -> None:
     ("2025-04-01t00:00:00z", datetime(2025, 4, 1)),
     ("2025-04-01T00:00:00.123456Z", datetime(2025, 4, 1, 0, 0, 0, 123000)),
     ("2025-04-01", datetime(2025, 4, 1)),
+    ("2024-02-29", datetime(2024, 2, 29)),
+    ("2025-04-01T00:30:00+01:00", datetime(2025, 3, 31, 23, 30)),
 ])
 def test_iso_timestamps(cell: str, expected: datetime) -> None:
     assert one_time(cell) == (expected, False)
 
 
 @pytest.mark.parametrize("cell", ["4/1/25", "04/01/2025", "01.04.2025", "1 April 2025", "2025-13-01", "yesterday",
-                                  "1743465600"])
+                                  "1743465600", "2025-02-29", "2025-04-31T00:00:00Z", "2025-02-30T10:00:00+02:00"])
 def test_locale_and_other_dates_are_rejected(cell: str) -> None:
     assert one_time(cell) == (None, True)
 

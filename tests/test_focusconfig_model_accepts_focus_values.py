@@ -165,3 +165,4 @@ def test_the_focus_null_is_a_quantity_where_focus_allows_null(value: str) -> Non
     got = dict(zip(*row(cfg, "FocusConfig/u-1"), strict=True))
     assert got["consumedquantity"] is None and got["pricingquantity"] is None
     assert "spec.focusSpec.billedCost" in errors_of(focus(billedCost=value))  # FOCUS: BilledCost is never null
+    assert "spec.focusSpec.billingPeriodStart" in errors_of(focus(billingPeriodStart=value))  # nor a period

@@ -202,12 +202,14 @@ class KubeStatusWriter:
 
 
 def write_outcome(reader: ResourceReader, writer: StatusWriter, kind: str, namespace: str, name: str, ok: bool,
-                  message: str, extra: dict[str, Any] | None = None, rejected: str | None = None) -> None:
+                  message: str, extra: dict[str, Any] | None = None, rejected: str | None = None,
+                  owns_degraded: bool = True) -> None:
     """Ready/Synced after a cycle: True (Available / ReconcileSuccess) or False (ReconcileError), and
     after a good cycle Degraded (True with `rejected` as its message when rows were kept out).
 
     The CR is read first so lastTransitionTime moves only when a condition flips; a CR gone is ignored.
-    A failed cycle leaves the last Degraded condition as it was (nothing was counted).
+    A failed cycle, or one that does not own Degraded (`owns_degraded` False: an export whose rows
+    the scrape counts), leaves the last Degraded condition as it was.
     """
     body = reader.get(kind, namespace, name)
     if body is None:
@@ -216,7 +218,8 @@ def write_outcome(reader: ResourceReader, writer: StatusWriter, kind: str, names
     now = now_rfc3339()
     if ok:
         conds = krateo_conditions(old, True, "Available", True, "ReconcileSuccess", message, now)
-        conds = [c for c in conds if c.get("type") != "Degraded"] + [degraded_condition(old, rejected, now)]
+        if owns_degraded:
+            conds = [c for c in conds if c.get("type") != "Degraded"] + [degraded_condition(old, rejected, now)]
     else:  # the last Degraded condition is kept as it was: nothing was counted
         conds = krateo_conditions(old, False, "ReconcileError", False, "ReconcileError", message, now)
     writer.set_conditions(kind, namespace, name, conds, extra)

@@ -71,9 +71,23 @@ def timestamps(col: pa.Array) -> tuple[pa.Array, pa.Array]:
     s = pc.replace_substring_regex(s, r"\.\d+", "")
     parsed = [pc.cast(pc.strptime(s, format=f, unit="ms", error_is_null=True), pa.int64()) for f in _TIME_FORMATS]
     ms = pc.add(pc.coalesce(*parsed), pc.fill_null(frac_ms, 0))
+    # strptime rolls impossible dates over (2025-02-29 -> 2025-03-01): a date that does not read back
+    # as written is not a date (the row would land in the wrong day, even the wrong billing period).
+    ms = pc.if_else(pc.fill_null(_same_day(s, ms), False), ms, pa.scalar(None, pa.int64()))
     ms = pc.if_else(absent, pa.scalar(None, pa.int64()), ms)
     wrong = pc.and_(pc.invert(absent), pc.is_null(ms))
     return pc.cast(ms, _TS_MS), pc.fill_null(wrong, False)
+
+
+def _same_day(text: pa.Array, ms: pa.Array) -> pa.Array:
+    """Whether the local date written in each cell is the date parsed (before its zone was applied)."""
+    written = pc.utf8_slice_codeunits(text, 0, 10)
+    offset = pc.extract_regex(text, r"(?P<sign>[+-])(?P<h>\d{2})(?P<m>\d{2})$")
+    sign = pc.if_else(pc.equal(pc.struct_field(offset, [0]), "-"), -1, 1)
+    minutes = pc.add(pc.multiply(pc.cast(pc.struct_field(offset, [1]), pa.int64()), 60),
+                     pc.cast(pc.struct_field(offset, [2]), pa.int64()))
+    local = pc.add(ms, pc.fill_null(pc.multiply(pc.multiply(sign, minutes), 60_000), 0))
+    return pc.equal(pc.strftime(pc.cast(local, _TS_MS), format="%Y-%m-%d"), written)
 
 
 def _trimmed(col: pa.Array) -> tuple[pa.Array, pa.Array]:

@@ -124,13 +124,13 @@ def _nullable_quantity(value: Any) -> Any:
 
 
 def _time(value: Any) -> Any:
-    """RFC 3339 text (a YAML timestamp is turned back into text); checked here, kept as written."""
+    """RFC 3339 text (a YAML timestamp is turned back into text); checked here, kept as written.
+
+    No FOCUS null here: the four period columns are the only times, and FOCUS forbids their nulls."""
     if isinstance(value, datetime):
         value = value if value.tzinfo else value.replace(tzinfo=UTC)
         return value.isoformat().replace("+00:00", "Z")
     if isinstance(value, str):
-        if value.strip() in ("", "NULL", "null"):  # the FOCUS null
-            return value
         try:
             datetime.fromisoformat(value.strip())
         except ValueError as exc:

@@ -45,9 +45,13 @@ log = get_logger("exporter")
 
 @dataclass(frozen=True)
 class ExportResult:
-    """One export cycle: `rows` = rows received from the API, all kept in the snapshot; `rejected` of
-    them have no usable value (NULL or not a FOCUS number): the database handler stores them in its
-    rejects, the exposition text leaves them out."""
+    """One export cycle: `rows` = rows received from the API, all kept in the snapshot; `unvalued` of
+    them have no usable value (NULL or not a FOCUS number) and are left out of the exposition text.
+
+    Who reports rejected rows: with a scraper half, the database handler decides what is stored
+    (a cost row without a BilledCost is rejected there, a resource or generic row is stored with a
+    NULL value), so the scrape's outcome owns the `Degraded` condition and the `rejected` count; for
+    an exporter-only config the snapshot is the end of the line, and the export owns both."""
 
     config: str
     metric_type: str
@@ -55,24 +59,35 @@ class ExportResult:
     bytes: int
     pages: int
     seconds: float
-    rejected: int = 0
+    unvalued: int = 0
     reasons: tuple[dict[str, Any], ...] = ()
+    final: bool = False
+    """True for an exporter-only config: nothing downstream counts these rows again."""
+    skipped_columns: tuple[str, ...] = ()
 
     def event_data(self) -> dict[str, Any]:
-        return {"config": self.config, "metricType": self.metric_type, "rows": self.rows, "pages": self.pages,
-                "received": self.rows, "rejected": self.rejected, "reasons": list(self.reasons)}
+        data = {"config": self.config, "metricType": self.metric_type, "rows": self.rows, "pages": self.pages,
+                "received": self.rows, "unvalued": self.unvalued, "reasons": list(self.reasons)}
+        if self.skipped_columns:
+            data["skippedColumns"] = list(self.skipped_columns)
+        return data | ({"rejected": self.unvalued} if self.final else {})
 
     def status(self) -> tuple[str, dict[str, Any]]:
         """The Ready=True message and the `status.lastExport` the CR gets after this cycle."""
         now = now_rfc3339()
-        unvalued = f", {self.rejected} without a usable value" if self.rejected else ""
-        return (f"exported {self.rows} rows ({self.pages} page(s)){unvalued} at {now}",
+        unvalued = f", {self.unvalued} without a usable value" if self.unvalued else ""
+        skipped = f", x_ columns left out (not label names): {', '.join(self.skipped_columns)}" if self.skipped_columns else ""
+        return (f"exported {self.rows} rows ({self.pages} page(s)){unvalued}{skipped} at {now}",
                 {"lastExport": {"time": now, "rows": self.rows, "pages": self.pages, "metricType": self.metric_type,
-                                "rejected": self.rejected}})
+                                "unvalued": self.unvalued}})
+
+    @property
+    def owns_degraded(self) -> bool:
+        return self.final
 
     def degraded(self) -> str | None:
-        """The Degraded condition's message when rows had no usable value, else None."""
-        return rejected_summary(self.rejected, self.rows, self.reasons)
+        """The Degraded condition's message when rows were kept out of the snapshot's text, else None."""
+        return rejected_summary(self.unvalued, self.rows, self.reasons)
 
 
 def handle(ref: ConfigRef, reader: ResourceReader, store: SnapshotStore, workdir: Path | None = None) -> ExportResult | None:
@@ -95,10 +110,12 @@ def handle(ref: ConfigRef, reader: ResourceReader, store: SnapshotStore, workdir
         meta = {"finops.metric_type": spec.metric_type, "finops.created": datetime.now(UTC).isoformat()}
         info = store.write(str(ref), sample_batches, meta)
     result = ExportResult(str(ref), spec.metric_type, info.rows, info.bytes, len(pages), time.monotonic() - started,
-                          stats.rejected, tuple(stats.reasons))
-    if result.rejected:
-        log.warning("rows without a usable value", extra={"config": str(ref), "rejected": result.rejected,
+                          stats.rejected, tuple(stats.reasons), esc.spec.scraper_config is None, tuple(stats.skipped_columns))
+    if result.unvalued:
+        log.warning("rows without a usable value", extra={"config": str(ref), "unvalued": result.unvalued,
                                                           "received": result.rows, "first": list(result.reasons)})
+    if result.skipped_columns:
+        log.warning("x_ columns left out: not label names", extra={"config": str(ref), "columns": list(result.skipped_columns)})
     log.info("snapshot stored", extra=result.event_data() | {"seconds": round(result.seconds, 3)})
     return result
 

@@ -183,10 +183,11 @@ def _run(cr: Any) -> str:
 
 
 def _account(db: Database, table: str, source: str, run: str, stored: dict[str, Any]) -> None:
-    """The ledger entry of a stored FocusConfig row: one row received, one stored."""
+    """The ledger entry of a stored FocusConfig row: one row received, one stored, as one committed
+    run (the commit part, so `finops rejects`, the metrics and "the last run" see FocusConfigs too)."""
     period = focus_values.timestamps(pa.array([stored.get("billingperiodstart")], pa.string()))[0].cast(pa.int64())[0].as_py()
     currency, cost = stored.get("billingcurrency"), float(stored.get("billedcost") or 0.0)
-    ledger.record(db, ledger.PartKey(table, source, run, 0), "focus_ingest", [],
+    ledger.record(db, ledger.PartKey(table, source, run, ledger.COMMIT_PART), "focus_ingest", [],
                   [[period, currency, 1, cost, 0, 0.0]], [[period, currency, 1, cost]])
 
 
@@ -202,7 +203,7 @@ def _account_rejected(cr: Any, source: str, error: InvalidInput, reader: Resourc
         spec = (cr.get("spec") or {}).get("focusSpec") or {}
         rejects = [ledger.Reject(1, e.loc, e.msg, None, spec if isinstance(spec, dict) else {"focusSpec": spec})
                    for e in error.errors] or [ledger.Reject(1, "", error.message, None, None)]
-        ledger.record(db, ledger.PartKey(table, source, _run(cr), 0), "focus_ingest", rejects,
+        ledger.record(db, ledger.PartKey(table, source, _run(cr), ledger.COMMIT_PART), "focus_ingest", rejects,
                       [[None, None, 1, 0.0, 1, 0.0]], [])
     except (ValidationError, FinopsError) as exc:
         log.warning("rejected FocusConfig not recorded in finops_rejects", extra={"source": source, "error": str(exc)})

@@ -110,6 +110,8 @@ class ScrapeResult:
                 {"lastUpload": {"time": now, "table": self.table, "run": self.run, "rows": self.rows, "parts": self.parts,
                                 "received": self.received, "rejected": self.rejected}})
 
+    owns_degraded = True  # the handler's answer is what was stored
+
     def degraded(self) -> str | None:
         """The Degraded condition's message when the handler rejected rows, else None."""
         return rejected_summary(self.rejected, self.received, self.reasons)

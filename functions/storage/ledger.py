@@ -15,6 +15,9 @@ from typing import Any
 import orjson
 
 from functions.clients.db import Database, DatabaseError
+from functions.logs import get_logger
+
+log = get_logger("storage.ledger")
 
 REJECTS_TABLE = "finops_rejects"
 LEDGER_TABLE = "finops_ledger"
@@ -68,16 +71,14 @@ class Reject:
     raw: dict[str, Any] | None = None
 
 
-_ENSURED: set[str] = set()
+def ensure_statements() -> list[tuple[str, Sequence[Any] | None]]:
+    """Both tables exist: run in the same unit as the writes (no process cache that a dropped or
+    restored table could make stale; `IF NOT EXISTS` costs nothing in the same round trip)."""
+    return [(REJECTS_DDL, None), (LEDGER_DDL, None)]
 
 
 def ensure(db: Database) -> None:
-    """Both tables exist (checked once per process and database: two fewer statements per part)."""
-    if db.url in _ENSURED:
-        return
-    db.execute(REJECTS_DDL)
-    db.execute(LEDGER_DDL)
-    _ENSURED.add(db.url)
+    db.run_atomically(ensure_statements())
 
 
 def part_statements(key: PartKey, received: Sequence[Sequence[Any]], stored: Sequence[Sequence[Any]] = (),
@@ -93,7 +94,10 @@ def part_statements(key: PartKey, received: Sequence[Sequence[Any]], stored: Seq
     now = int(time.time() * 1000)
     rows = [[key.table, key.source, key.run, key.part, *g, 0, 0.0, now] for g in received]
     rows += [[key.table, key.source, key.run, key.part, p, c, 0, 0.0, 0, 0.0, n, total, now] for p, c, n, total in stored]
+    # CrateDB's DELETE sees rows only after a refresh: without one, a retried part's first rows
+    # would survive it and count twice (a no-op on the embedded engine).
     stmts: list[tuple[str, Sequence[Any] | None]] = [
+        *ensure_statements(), (f"REFRESH TABLE {REJECTS_TABLE}", None), (f"REFRESH TABLE {LEDGER_TABLE}", None),
         (f"DELETE FROM {REJECTS_TABLE} WHERE {where}", args), (f"DELETE FROM {LEDGER_TABLE} WHERE {where}", args)]
     return stmts + [(f"INSERT INTO {LEDGER_TABLE} ({_LEDGER_COLS}) VALUES ({', '.join('?' * 13)})", row) for row in rows]
 
@@ -102,14 +106,7 @@ def record(db: Database, key: PartKey, stage: str, rejects: Sequence[Reject], re
            stored: Sequence[Sequence[Any]] = ()) -> None:
     """Replace one part's rejects and ledger rows now (one atomic unit on the embedded engine,
     statement by statement on CrateDB), the rejects in one bulk insert after it (a retry converges)."""
-    ensure(db)
-    stmts = part_statements(key, received, stored)
-    try:
-        db.run_atomically(stmts)
-    except DatabaseError:  # a table dropped since it was ensured: create it again, once
-        _ENSURED.discard(db.url)
-        ensure(db)
-        db.run_atomically(stmts)
+    db.run_atomically(part_statements(key, received, stored))
     if rejects:
         now = int(time.time() * 1000)
         db.executemany(
@@ -125,6 +122,7 @@ def record_findings(db: Database, table: str, source: str | None, run: str, find
 
     Each finding: {rule, column, severity, count, examples: [{row, value}], message, version}."""
     db.execute(FINDINGS_DDL)
+    db.execute(f"REFRESH TABLE {FINDINGS_TABLE}")  # CrateDB: a retry's DELETE must see the first try's rows
     db.execute(f"DELETE FROM {FINDINGS_TABLE} WHERE target_table = ? AND finops_run = ?", [table, run])
     now = int(time.time() * 1000)
     rows = [[table, source, run, str(f.get("version") or ""), str(f.get("rule")), str(f.get("column")),
@@ -137,7 +135,8 @@ def record_findings(db: Database, table: str, source: str | None, run: str, find
     return len(rows)
 
 
-def stored_statements(target: str, kind: str, source: str | None, run: str, rows_from: str = "") -> list[tuple[str, list[Any]]]:
+def stored_statements(target: str, kind: str, source: str | None, run: str, rows_from: str = ""
+                      ) -> list[tuple[str, Sequence[Any] | None]]:
     """The commit's ledger rows: stored rows and BilledCost per (period, currency), counted by the
     database inside the commit's atomic unit.
 
@@ -146,15 +145,20 @@ def stored_statements(target: str, kind: str, source: str | None, run: str, rows
     part's registered payload, instead of rows just written into the transaction); else the run's
     rows are counted in the target."""
     t = '"' + target.replace('"', '""') + '"'
-    head = f"INSERT INTO {LEDGER_TABLE} ({_LEDGER_COLS}) SELECT ?, ?, ?, {COMMIT_PART}, "
+    head = f"INSERT INTO {LEDGER_TABLE} ({_LEDGER_COLS}) "
     rows = f"({rows_from}) AS stored_rows" if rows_from else f"{t} WHERE finops_run = ?"
+    # One row always, even for a run that stored nothing (every row rejected, or an empty export):
+    # it marks the run as committed, so "the last run" never falls back to an older, cleaner one.
+    marker = (head + f"VALUES (?, ?, ?, {COMMIT_PART}, NULL, NULL, 0, 0, 0, 0, 0, 0, CURRENT_TIMESTAMP)", [target, source, run])
     if kind == "cost":
-        select = (head + "billingperiodstart, billingcurrency, 0, 0, 0, 0, COUNT(*), SUM(billedcost), CURRENT_TIMESTAMP "
-                  f"FROM {rows} GROUP BY billingperiodstart, billingcurrency")
+        select = (head + f"SELECT ?, ?, ?, {COMMIT_PART}, billingperiodstart, billingcurrency, 0, 0, 0, 0, COUNT(*), "
+                  f"SUM(billedcost), CURRENT_TIMESTAMP FROM {rows} GROUP BY billingperiodstart, billingcurrency")
     else:
-        select = head + f"NULL, NULL, 0, 0, 0, 0, COUNT(*), NULL, CURRENT_TIMESTAMP FROM {rows}"
+        select = head + f"SELECT ?, ?, ?, {COMMIT_PART}, NULL, NULL, 0, 0, 0, 0, COUNT(*), NULL, CURRENT_TIMESTAMP FROM {rows}"
     return [
+        (f"REFRESH TABLE {LEDGER_TABLE}", None),
         (f"DELETE FROM {LEDGER_TABLE} WHERE target_table = ? AND finops_run = ? AND finops_part = {COMMIT_PART}", [target, run]),
+        marker,
         (select, [target, source, run, run]),
     ]
 
@@ -169,12 +173,16 @@ def expire(db: Database, rejects_days: int, ledger_days: int) -> None:
     """Drop rejects, ledger and findings rows older than their retention (called after a commit)."""
     if time.monotonic() - _EXPIRED.get(db.url, -EXPIRE_EVERY_S) < EXPIRE_EVERY_S:
         return
-    _EXPIRED[db.url] = time.monotonic()
     now = int(time.time() * 1000)
-    db.execute(f"DELETE FROM {REJECTS_TABLE} WHERE rejected_at < ?", [now - rejects_days * _DAY_MS])
-    db.execute(f"DELETE FROM {LEDGER_TABLE} WHERE recorded_at < ?", [now - ledger_days * _DAY_MS])
-    if db.table_exists(FINDINGS_TABLE):
-        db.execute(f"DELETE FROM {FINDINGS_TABLE} WHERE checked_at < ?", [now - ledger_days * _DAY_MS])
+    try:
+        db.execute(f"DELETE FROM {REJECTS_TABLE} WHERE rejected_at < ?", [now - rejects_days * _DAY_MS])
+        db.execute(f"DELETE FROM {LEDGER_TABLE} WHERE recorded_at < ?", [now - ledger_days * _DAY_MS])
+        if db.table_exists(FINDINGS_TABLE):
+            db.execute(f"DELETE FROM {FINDINGS_TABLE} WHERE checked_at < ?", [now - ledger_days * _DAY_MS])
+    except DatabaseError as exc:  # the run is committed: a failed sweep must not make the answer an error
+        log.warning("retention sweep failed", extra={"error": exc.message})
+        return
+    _EXPIRED[db.url] = time.monotonic()
 
 
 def run_summary(db: Database, table: str, run: str) -> list[dict[str, Any]]:
@@ -183,6 +191,7 @@ def run_summary(db: Database, table: str, run: str) -> list[dict[str, Any]]:
         "SELECT billingperiodstart, billingcurrency, SUM(rows_received), SUM(billedcost_received), SUM(rows_rejected), "
         f"SUM(billedcost_rejected), SUM(rows_stored), SUM(billedcost_stored) FROM {LEDGER_TABLE} "
         "WHERE target_table = ? AND finops_run = ? GROUP BY billingperiodstart, billingcurrency "
+        "HAVING SUM(rows_received) > 0 OR SUM(rows_stored) > 0 "  # the commit's marker row alone is no group
         "ORDER BY billingperiodstart, billingcurrency",
         [table, run],
     )

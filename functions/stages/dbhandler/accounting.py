@@ -44,7 +44,6 @@ def part_statements(db: Database, key: ledger.PartKey, kind: str, table: pa.Tabl
     """The part's ledger statements for the caller's own atomic unit; rejected rows (if any) are
     recorded at once, so they exist before the run can commit."""
     figures = received(kind, table, numbers, errors)
-    ledger.ensure(db)
     if errors:
         record_part(db, key, kind, table, numbers, errors, stage, figures)
         return []
