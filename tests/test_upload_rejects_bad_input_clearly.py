@@ -175,3 +175,21 @@ def test_database_down_is_503_with_retry_after(tmp_path: Any) -> None:
         assert httpx.get(server.url + "/", timeout=30).status_code == 200
     finally:
         server.stop()
+
+
+def test_a_run_whose_every_row_is_rejected_is_still_the_latest_run(dbhandler: DbHandler) -> None:
+    """Part of a sourced run with nothing acceptable: 200 (the run is not failed), the rejects and the
+    ledger say so, and the ledger's commit marker makes it the source's latest run (alerts see it)."""
+    source = {"table": "marked", "source": "ExporterScraperConfig/ns/m", "part": "0", "final": "true"}
+    good = [{"labels": {"BilledCost": "1", "BillingPeriodStart": "2024-01-01", "BillingCurrency": "EUR"}}]
+    bad = [{"labels": {"BilledCost": "$1,000.00", "BillingPeriodStart": "2024-01-01", "BillingCurrency": "EUR"}}]
+    assert dbhandler.upload(good, source | {"run": "r1"}).status_code == 200
+    resp = dbhandler.upload(bad, source | {"run": "r2"})
+    assert resp.status_code == 200, resp.text
+    assert (resp.json()["records_processed"], resp.json()["records_rejected"]) == (0, 1)
+    latest = dbhandler.sql("SELECT finops_run FROM finops_ledger WHERE finops_source = ? AND finops_part = -1 "
+                           "ORDER BY recorded_at DESC LIMIT 1", ["ExporterScraperConfig/ns/m"])
+    assert latest == [["r2"]]
+    assert dbhandler.sql("SELECT SUM(rows_received), SUM(rows_stored), SUM(rows_rejected) FROM finops_ledger "
+                         "WHERE finops_run = 'r2'") == [[1, 0, 1]]
+    assert dbhandler.sql("SELECT value FROM finops_rejects WHERE finops_run = 'r2'") == [["$1,000.00"]]
