@@ -13,8 +13,6 @@ from typing import Any
 
 import pyarrow as pa
 
-ZERO_TIME = "0001-01-01T00:00:00Z"
-
 
 def go_float(x: float) -> str:
     """Go's `%v` of a float64 (strconv 'g', shortest): exponent form when exp < -4 or exp >= 6.

@@ -46,15 +46,6 @@ class SampleStats:
     skipped_columns: list[str] = field(default_factory=list)
     """FOCUS `x_` columns whose names cannot be labels (e.g. with spaces): left out and named here."""
 
-    @property
-    def valued(self) -> int:
-        return self.rows - self.rejected
-
-
-def parse_values(col: pa.Array) -> pa.Array:
-    """float64 of each cell by the shared FOCUS rules; null for NULL cells and non-numbers."""
-    return focus_values.numbers(col)[0]
-
 
 def rewrite_tags(col: pa.Array) -> pa.Array:
     """Krateo's Tags rewrite: drop `{`, `}`, `"`; `=` -> `:`; `,` -> `;`."""

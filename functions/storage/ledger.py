@@ -77,10 +77,6 @@ def ensure_statements() -> list[tuple[str, Sequence[Any] | None]]:
     return [(REJECTS_DDL, None), (LEDGER_DDL, None)]
 
 
-def ensure(db: Database) -> None:
-    db.run_atomically(ensure_statements())
-
-
 def part_statements(key: PartKey, received: Sequence[Sequence[Any]], stored: Sequence[Sequence[Any]] = (),
                     ) -> list[tuple[str, Sequence[Any] | None]]:
     """The statements replacing one part's ledger rows and clearing its rejects (idempotent per
