@@ -169,26 +169,140 @@ def result_rows(table: pa.Table) -> tuple[list[str], list[Any], list[list[Any]]]
 
 
 def _column_values(col: pa.ChunkedArray, t: pa.DataType) -> tuple[list[Any], Any]:
+    if isinstance(t, pa.ExtensionType):  # DuckDB's own types (VARINT, ...) travel as their storage
+        col = pa.chunked_array([c.storage for c in col.chunks], t.storage_type)
+        t = t.storage_type
     if pa.types.is_timestamp(t) or pa.types.is_date(t):
         tz = t.tz if pa.types.is_timestamp(t) else None
         ms = pc.cast(col, pa.timestamp("ms", tz), safe=False)
         return pc.cast(ms, pa.int64()).to_pylist(), 11
-    if pa.types.is_map(t):
-        return [None if v is None else dict(v) for v in col.to_pylist()], 12
     if pa.types.is_decimal(t):
         scale = t.scale
         return [_decimal(v, scale) for v in col.to_pylist()], 10 if scale == 0 else 6
     if pa.types.is_time(t) or pa.types.is_duration(t) or pa.types.is_interval(t):
         return [None if v is None else str(v) for v in col.to_pylist()], 4
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+    if _is_bytes(t):
         return [None if v is None else v.hex() for v in col.to_pylist()], 4
+    if pa.types.is_map(t) and not _needs_walk(t.key_type) and not _needs_walk(t.item_type) \
+            and pa.types.is_string(t.key_type):
+        return [None if v is None else dict(v) for v in col.to_pylist()], 12  # tags: the common case, fast
+    if _needs_walk(t):
+        type_id = _type_id(t)
+        col, t = _nested_epoch_ms(col, t)
+        return [_json_value(v, t) for v in col.to_pylist()], type_id
     return col.to_pylist(), _type_id(t)
 
 
-def _decimal(value: Decimal | None, scale: int) -> float | int | None:
+def _nested_epoch_ms(col: pa.ChunkedArray, t: pa.DataType) -> tuple[pa.ChunkedArray, pa.DataType]:
+    """Timestamps and dates inside lists and structs cast to epoch ms by Arrow, as top-level ones are
+    (Python datetimes cannot hold DuckDB's `infinity`); the column unchanged where Arrow cannot."""
+    as_ms = _temporal_as(t, "ms")
+    if as_ms == t:
+        return col, t
+    try:
+        ints = _temporal_as(t, "int")
+        return pc.cast(pc.cast(col, as_ms, safe=False), ints, safe=False), ints
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):
+        return col, t
+
+
+def _temporal_as(t: pa.DataType, to: str) -> pa.DataType:
+    """`t` with every timestamp and date in it as timestamp[ms] (to="ms") or int64 (to="int")."""
+    if pa.types.is_timestamp(t) or pa.types.is_date(t):
+        if to == "int":
+            return pa.int64()
+        return pa.timestamp("ms", t.tz if pa.types.is_timestamp(t) else None)
+    if pa.types.is_list(t):
+        return pa.list_(_temporal_as(t.value_type, to))
+    if pa.types.is_large_list(t):
+        return pa.large_list(_temporal_as(t.value_type, to))
+    if pa.types.is_fixed_size_list(t):
+        return pa.list_(_temporal_as(t.value_type, to), t.list_size)
+    if pa.types.is_struct(t):
+        return pa.struct([pa.field(f.name, _temporal_as(f.type, to), f.nullable) for f in t])
+    if pa.types.is_map(t):
+        return pa.map_(_temporal_as(t.key_type, to), _temporal_as(t.item_type, to))
+    return t
+
+
+def _needs_walk(t: pa.DataType) -> bool:
+    """Whether Arrow's Python values of `t` are not yet what JSON carries (see `_json_value`)."""
+    if pa.types.is_struct(t):
+        return any(_needs_walk(f.type) for f in t)
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return _needs_walk(t.value_type)
+    if pa.types.is_dictionary(t):
+        return _needs_walk(t.value_type)
+    return not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_boolean(t)
+                or pa.types.is_floating(t) or pa.types.is_null(t)
+                or (pa.types.is_integer(t) and not pa.types.is_uint64(t)))
+
+
+def _is_bytes(t: pa.DataType) -> bool:
+    return bool(pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t)
+                or pa.types.is_binary_view(t))
+
+
+def _json_value(value: Any, t: pa.DataType) -> Any:
+    """A value inside a list, struct or map as JSON can carry it, the way a top-level column is.
+
+    BLOBs as hex, timestamps and dates as epoch ms, decimals as numbers, times and intervals as
+    text, maps as objects with text keys: orjson cannot encode bytes, Decimal or non-text keys,
+    and an answer it cannot encode must never become an HTML 500.
+    """
     if value is None:
         return None
-    return int(value) if scale == 0 else float(value)
+    if isinstance(t, pa.ExtensionType):
+        t = t.storage_type
+    if pa.types.is_map(t):
+        return {_key(k): _json_value(v, t.item_type) for k, v in value}
+    if pa.types.is_struct(t):
+        return {f.name: _json_value(value.get(f.name), f.type) for f in t}
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t) \
+            or pa.types.is_list_view(t) or pa.types.is_large_list_view(t):
+        return [_json_value(v, t.value_type) for v in value]
+    if pa.types.is_decimal(t):
+        return _decimal(value, t.scale)
+    if pa.types.is_time(t) or pa.types.is_duration(t) or pa.types.is_interval(t):
+        return str(value)
+    return _plain(value)
+
+
+def _key(key: Any) -> str:
+    plain = _plain(key)
+    return plain if isinstance(plain, str) else orjson.dumps(plain).decode()
+
+
+def _plain(value: Any) -> Any:
+    """One scalar as a JSON value (types known only by their Python value: union members and the like)."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        return (value - _EPOCH) // _MS
+    if isinstance(value, dt.date):
+        return (dt.datetime(value.year, value.month, value.day) - _EPOCH) // _MS
+    if isinstance(value, Decimal):
+        return _decimal(value, 0 if value == value.to_integral_value() else 1)
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        return str(value)  # beyond JSON's 64-bit integers (HUGEINT): exact as text
+    if isinstance(value, dict):
+        return {_key(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)  # times, intervals, UUIDs: as text
+
+
+def _decimal(value: Decimal | None, scale: int) -> float | int | str | None:
+    if value is None:
+        return None
+    if scale != 0:
+        return float(value)
+    whole = int(value)
+    return whole if -(2**63) <= whole < 2**63 else str(whole)  # HUGEINT beyond 64 bits: exact as text
 
 
 def _type_id(t: pa.DataType) -> Any:
@@ -207,9 +321,11 @@ def _type_id(t: pa.DataType) -> Any:
         return 9
     if pa.types.is_integer(t):
         return 10
-    if pa.types.is_struct(t):
+    if pa.types.is_struct(t) or pa.types.is_map(t):
         return 12
-    if pa.types.is_list(t) or pa.types.is_large_list(t):
+    if pa.types.is_timestamp(t) or pa.types.is_date(t):
+        return 11
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
         return [100, _type_id(t.value_type)]
     return 4
 
@@ -236,7 +352,11 @@ def sql_error(exc: duckdb.Error) -> SqlError:
         return SqlError(f"ColumnUnknownException[Column {m.group(1)} unknown]", 4043)
     if isinstance(exc, duckdb.ConstraintException):
         return SqlError(f"DuplicateKeyException[{detail}]", 4091)
+    if isinstance(exc, duckdb.PermissionException):  # the engine is closed: files, extensions, settings
+        return SqlError(f"UnsupportedFeatureException[{detail}; the embedded database reads no files and "
+                        "loads no extensions]", 4000)
     if isinstance(exc, duckdb.ParserException | duckdb.BinderException | duckdb.ConversionException
-                  | duckdb.InvalidInputException | duckdb.NotImplementedException):
+                  | duckdb.InvalidInputException | duckdb.NotImplementedException | duckdb.OutOfRangeException
+                  | duckdb.TypeMismatchException | duckdb.DependencyException):
         return SqlError(f"SQLParseException[{detail}]", 4000)
     return SqlError(f"SQLActionException[{detail}]", 5000)

@@ -12,7 +12,9 @@ Differences from CrateDB (kept in sync with the README):
   dropped; `REFRESH TABLE`, `OPTIMIZE TABLE`, `BEGIN`, `COMMIT` are no-ops (like CrateDB's BEGIN).
 - `doc.` schema prefixes are dropped; information_schema.tables/columns report schema 'doc'.
 - unquoted identifiers are lower-cased (as CrateDB stores them).
-- refused (code 4000, naming the construct): see `_REFUSED_STARTS` and `_REFUSED_ANYWHERE`.
+- refused (code 4000, naming the construct): see `_REFUSED_STARTS` and `_check_refused`. DuckDB's
+  own surface (files, settings, extensions, table functions) is refused after translation by the
+  engine's front door, functions.storage.sql_policy.
 
 EXTENSION of the embedded engine (not CrateDB SQL): `finops_payload('<handle>')` in a FROM clause
 names an Arrow table that the process owning the engine registered in memory
@@ -305,6 +307,14 @@ INFO_VIEWS = {"tables": "finops_information_schema_tables", "columns": "finops_i
 
 PAYLOAD_FUNCTION = "finops_payload"
 """The embedded engine's table function over a registered in-process Arrow payload (extension)."""
+
+PAYLOAD_VIEWS = re.compile(r'"finops_payload_[0-9]+_[0-9a-f]{32}"')
+"""A registered payload's view name as `translate` writes it (quoted), for `payload_view` handles."""
+
+
+def payload_view(handle: str) -> str:
+    """The view a payload handle (`<pid>-<32 hex>`) is registered as in the engine."""
+    return f"{PAYLOAD_FUNCTION}_{handle.replace('-', '_')}"
 
 
 def _rewrite_payloads(toks: list[Tok], resolve: Callable[[str], str] | None) -> list[Tok]:

@@ -13,28 +13,39 @@ client over loopback HTTP like every other statement, then scans that table dire
 Arrow in place), so upload rows never become JSON. A handle is `<pid>-<random>`, valid only in this
 process, dropped by `release_payload` or after `PAYLOAD_TTL_S`; an unknown, expired or foreign
 handle is refused with code 4000. Used only when the server's `GET /` says `finops_embedded: true`.
+
+Closed at connect: after its own set-up (time zone, memory and thread limits, spill directory,
+information_schema views) the connection turns external access off (no file, URL or other
+database reachable from SQL), extension install and autoload off, Python replacement scans off,
+and then locks its configuration, so no statement can undo any of it. Caller statements
+(`execute`, `execute_bulk`, `run_transaction`) pass the front door first (`sql_policy.admit`:
+one allow-list of statement kinds, table functions and relations); the engine's own statements
+(views, `duckdb_columns()`, ADD COLUMN, the Arrow insert) run on the connection directly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import threading
 import time
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
-from functions.storage import convert
+from functions.storage import convert, sql_policy
 from functions.storage.dialect import (
     NOOP,
     PAYLOAD_FUNCTION,
     Insert,
     SqlError,
     parse_insert,
+    payload_view,
     quote,
     statement_kind,
     translate,
@@ -42,7 +53,27 @@ from functions.storage.dialect import (
 
 MEMORY_LIMIT = "384MB"
 """DuckDB's buffer pool cap for file databases (its default, 80% of RAM, let a million-row commit
-push the handler past 1 GiB; beyond the cap DuckDB spills to disk)."""
+push the handler past 1 GiB; beyond the cap DuckDB spills to `<file>.tmp`)."""
+
+MEMORY_LIMIT_IN_MEMORY = "1GB"
+"""The cap of a ':memory:' database (tests, throw-away runs): its tables live in the buffer pool and
+it has nowhere to spill, so the cap is the largest database it can hold."""
+
+THREADS = 2
+"""DuckDB's worker threads: the database handler's CPU limit (knative/base/20-services.yaml) is two
+cores; DuckDB's default (every core of the node) only contends with the handler's own workers."""
+
+_CLOSED = (
+    "python_enable_replacements = false",  # no Python variable of the process scanned by its name
+    "enable_progress_bar = false",
+    "allow_persistent_secrets = false",
+    "autoinstall_known_extensions = false",
+    "autoload_known_extensions = false",
+    "allow_community_extensions = false",
+    "enable_external_access = false",  # no file, URL or other database from SQL; ATTACH, COPY, read_* refused
+    "lock_configuration = true",  # last: nothing above can be SET, RESET or PRAGMA'd back
+)
+"""Settings applied at connect, after the engine's own set-up, in this order."""
 
 PAYLOAD_TTL_S = 600.0
 """A registered payload nobody released is dropped after this long (a caller that died mid-part)."""
@@ -72,28 +103,53 @@ class SqlResult:
 class Engine:
     """A DuckDB database (file or ':memory:') speaking CrateDB semantics; thread-safe."""
 
-    def __init__(self, path: str | os.PathLike[str] = ":memory:", memory_limit: str = MEMORY_LIMIT) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = ":memory:",
+        memory_limit: str | None = None,
+        threads: int = THREADS,
+        *,
+        front_door: bool = True,
+    ) -> None:
+        """Open `path` closed (see the module docstring).
+
+        `front_door=False` skips the caller-statement check: only the front-door benchmark turns it
+        off, to measure the check against the same run without it. The engine stays closed anyway.
+        """
         self._lock = threading.RLock()
+        self._front_door = front_door
+        self.on_statement: Callable[[str], None] | None = None
+        """Called with each caller statement before it is checked (tests record what our code sends)."""
+        in_memory = str(path) == ":memory:"
+        limit = memory_limit or (MEMORY_LIMIT_IN_MEMORY if in_memory else MEMORY_LIMIT)
         self._con = duckdb.connect(str(path))
+        # closed at interpreter exit at the latest: a connection still holding registered Arrow
+        # payloads that is torn down during finalisation aborts the process
+        self._closer = weakref.finalize(self, self._con.close)
         self._con.execute("SET TimeZone = 'UTC'")
-        if str(path) != ":memory:":  # a file database spills to <file>.tmp beyond the limit
-            self._con.execute(f"SET memory_limit = '{memory_limit}'")
+        self._con.execute(f"SET memory_limit = '{_setting_text(limit)}'")
+        self._con.execute(f"SET threads = {int(threads)}")
+        # a file database spills to <file>.tmp beyond the limit; one in memory has nowhere to spill
+        spill = "" if in_memory else f"{os.path.abspath(str(path))}.tmp"
+        self._con.execute(f"SET temp_directory = '{_setting_text(spill)}'")
         for ddl in _INFO_VIEWS.split(";"):
             if ddl.strip():
                 self._con.execute(ddl)
+        for setting in _CLOSED:
+            self._con.execute(f"SET {setting}")
         self._columns: dict[str, dict[str, str]] = {}
         self._payloads: dict[str, tuple[str, float]] = {}  # handle -> (registered view, deadline)
 
     def close(self) -> None:
         with self._lock:
-            self._con.close()
+            self._closer()
 
     # ------------------------------------------------------------ payloads (extension)
 
     def register_payload(self, table: pa.Table, ttl: float = PAYLOAD_TTL_S) -> str:
         """Register a typed Arrow table for `finops_payload('<handle>')`; returns the one-shot handle."""
         handle = f"{os.getpid()}-{secrets.token_hex(16)}"
-        view = f"finops_payload_{handle.replace('-', '_')}"
+        view = payload_view(handle)
         with self._lock:
             self._drop_expired_payloads()
             self._con.register(view, table)
@@ -142,7 +198,10 @@ class Engine:
         with self._lock:
             ins = parse_insert(stmt)
             if ins is not None and len(ins.params) == 1:
+                self._check_insert(stmt, ins)
                 return self._insert(ins, bulk_args, ins.params[0], per_row=True)[1]
+            if self._front_door:  # a refused statement is refused once, as a whole, not row by row
+                sql_policy.admit(stmt, self._payload_view)
             out: list[dict[str, Any]] = []
             for args in bulk_args:
                 try:
@@ -163,9 +222,13 @@ class Engine:
                     except SqlError as exc:
                         exc.message = f"{exc.message} (statement {n + 1} of {len(stmts)}, rolled back)"
                         raise
-                self._con.execute("COMMIT")
+                try:
+                    self._con.execute("COMMIT")
+                except duckdb.Error as exc:
+                    raise convert.sql_error(exc) from exc
             except BaseException:
-                self._con.execute("ROLLBACK")
+                with contextlib.suppress(duckdb.Error):  # a failed COMMIT has rolled back already
+                    self._con.execute("ROLLBACK")
                 self._columns.clear()
                 raise
             return results
@@ -180,10 +243,13 @@ class Engine:
     def _run(self, stmt: str, args: list[Any]) -> SqlResult:
         ins = parse_insert(stmt)
         if ins is not None:
+            self._check_insert(stmt, ins)
             order = tuple(range(len(ins.columns)))
             rowcount, _ = self._insert(ins, _rows_of(ins, args), order, per_row=False)
             return SqlResult(rowcount=rowcount)
-        sql = translate(stmt, self._payload_view)
+        if self.on_statement is not None:
+            self.on_statement(stmt)
+        sql = sql_policy.admit(stmt, self._payload_view) if self._front_door else translate(stmt, self._payload_view)
         if sql == NOOP:
             return SqlResult(rowcount=0)
         kind = statement_kind(stmt)
@@ -196,6 +262,14 @@ class Engine:
             return SqlResult(rowcount=1)
         cols, types, rows = convert.result_rows(table)
         return SqlResult(cols, types, rows, len(rows))
+
+    def _check_insert(self, stmt: str, ins: Insert) -> None:
+        """A placeholder INSERT is proven plain by parse_insert (a table, column names, placeholders);
+        its ON CONFLICT clause is the only SQL of its own, so only then does the front door read it."""
+        if self.on_statement is not None:
+            self.on_statement(stmt)
+        if ins.on_conflict and self._front_door:
+            sql_policy.admit_plain(stmt)
 
     def _sql(self, sql: str, args: list[Any]) -> pa.Table | None:
         """Run DuckDB SQL; epoch-ms integers compared with TIMESTAMPs are retried as datetimes."""
@@ -313,3 +387,8 @@ def _rows_of(ins: Insert, args: list[Any]) -> list[list[Any]]:
 
 def _failed(message: str) -> dict[str, Any]:
     return {"rowcount": -2, "error_message": message}
+
+
+def _setting_text(value: str) -> str:
+    """A setting value inside single quotes (values are ours, but a quote must not end the literal)."""
+    return value.replace("'", "''")
