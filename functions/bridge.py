@@ -5,7 +5,9 @@ and the local stack derives the same PingSources through `functions.models.pings
 behaves the same in a cluster and on a laptop. Rules:
 
 - a CR is validated by its pydantic model (the registry's, which also generates crds/); every bad
-  field is named (`spec.exporterConfig.pollingInterval: invalid Go duration ...`);
+  field is named (`spec.exporterConfig.pollingInterval: invalid Go duration ...`), metadata.name and
+  metadata.namespace included (Kubernetes' DNS-1123 rules: functions read them back from events
+  and use them as file names, so a name the rules refuse gets no event, not even on deletion);
 - the Secrets it references (`api.endpointRef`, `passwordSecretRef` + key) and the DatabaseConfig a
   scraper writes with must exist: a missing one is named too, and retried (it may be applied later);
 - a valid CR gets `io.finops.cr.applied` (subject `<Kind>/<ns>/<name>`, data = the validated CR) and its
@@ -29,6 +31,7 @@ from functions.errors import FieldError, field_errors
 from functions.models import crs, k8s
 from functions.models.k8s import conditions
 from functions.models.k8s import now_rfc3339 as now_rfc3339  # re-exported: operator/handlers.py
+from functions.models.names import label_problem, subdomain_problem
 from functions.models.pingsources import (
     BROKER_NAMESPACE,
     LABEL_OWNER_KIND,
@@ -197,8 +200,21 @@ def applied_event(model: BaseModel, info: KindInfo) -> events.Event:
     return _cr_event(events.CR_APPLIED, info.kind, data)
 
 
-def deleted_event(body: Mapping[str, Any]) -> events.Event:
-    """io.finops.cr.deleted with the last CR: validated when it still validates, else as it was."""
+def name_errors(body: Mapping[str, Any]) -> list[FieldError]:
+    """metadata.name and metadata.namespace against Kubernetes' rules (what every consumer checks)."""
+    meta = body.get("metadata") if isinstance(body.get("metadata"), Mapping) else {}
+    assert isinstance(meta, Mapping)
+    problems = (("metadata.name", subdomain_problem(meta.get("name"))),
+                ("metadata.namespace", label_problem(meta.get("namespace") or "default")))
+    return [FieldError(loc, problem) for loc, problem in problems if problem]
+
+
+def deleted_event(body: Mapping[str, Any]) -> events.Event | None:
+    """io.finops.cr.deleted with the last CR: validated when it still validates, else as it was;
+    None (nothing to announce) when its name or namespace breaks Kubernetes' rules: no consumer
+    would accept it, and no applied event was ever sent for it."""
+    if name_errors(body):
+        return None
     kind = str(body.get("kind") or "")
     info = all_kinds().get(kind)
     model = validate(body, info)[0] if info is not None else None

@@ -132,14 +132,20 @@ def apply(body: kopf.Body, patch: kopf.Patch, reason: str, logger: kopf.Logger, 
         raise kopf.TemporaryError(rec.message, delay=_retry_seconds())
 
 
-def delete(body: kopf.Body, **_: Any) -> None:
-    """Announce the deletion (at least once: the finalizer stays until the sink took it), drop PingSources."""
+def delete(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+    """Announce the deletion (at least once: the finalizer stays until the sink took it), drop PingSources.
+    A CR whose name breaks Kubernetes' rules is not announced (logged instead): none was ever sent."""
     rec = bridge.Reconciliation(kind=str(body.get("kind")), namespace=str(body.metadata.namespace),
                                 name=str(body.metadata.name), generation=None, has_status=False,
                                 errors=[FieldError("metadata.deletionTimestamp", "deleted")])
     try:
         _sync_pingsources(rec)
-        _send(bridge.deleted_event(dict(body)))
+        event = bridge.deleted_event(dict(body))
+        if event is None:
+            logger.warning("%s deleted, not announced: %s", rec.ref,
+                           "; ".join(f"{e.loc}: {e.msg}" for e in bridge.name_errors(dict(body))))
+        else:
+            _send(event)
     except (FinopsError, OSError) as exc:
         raise kopf.TemporaryError(str(exc), delay=_retry_seconds()) from exc
     except Exception as exc:

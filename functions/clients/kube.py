@@ -15,11 +15,15 @@ import contextlib
 import fcntl
 import json
 import os
+import stat
+import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from functions.errors import FieldError, InvalidInput, Unavailable
+from functions.models import names, paths
 from functions.models.k8s import conditions as krateo_conditions
 from functions.models.k8s import degraded_condition, now_rfc3339
 from functions.models.registry import KindInfo, all_kinds
@@ -28,6 +32,8 @@ if TYPE_CHECKING:
     from functions.clients.endpoint import Endpoint
 
 SECRET = "Secret"
+TIMEOUT = (5.0, 30.0)
+"""(connect, read) seconds of every Kubernetes API call: without one the client waits forever on a stuck API server."""
 
 
 class ResourceReader(Protocol):
@@ -38,25 +44,103 @@ class ResourceReader(Protocol):
     def list(self, kind: str, namespace: str | None = None) -> list[dict[str, Any]]: ...
 
 
-def resource_path(state_dir: Path, kind: str, namespace: str, name: str) -> Path:
-    """<state>/resources/<Kind>/<namespace>/<name>.json: the one layout both the store and readers use."""
-    return Path(state_dir) / "resources" / kind / namespace / f"{name}.json"
+def store_root(state_dir: Path | str) -> Path:
+    """<state>/resources: the local CR store's one root (every path below is checked to stay in it)."""
+    return Path(state_dir) / "resources"
 
 
-def write_json(path: Path, obj: Mapping[str, Any]) -> None:
-    """Replace one object's file atomically (readers never see half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+def resource_path(state_dir: Path | str, kind: str, namespace: str, name: str) -> Path:
+    """<state>/resources/<Kind>/<namespace>/<name>.json: the one layout both the store and readers use.
+
+    The names come from CRs, events and the command line: they must follow Kubernetes' rules (an
+    InvalidInput naming the field otherwise), and the resolved path must stay inside the store
+    (a symlink in the store pointing out is refused, never followed). A name whose file name would pass
+    255 bytes is stored under a shortened, hashed file name (the body keeps the real name).
+    """
+    errors = [FieldError(loc, problem) for loc, problem in (
+        ("kind", names.kind_problem(kind)), ("metadata.namespace", names.label_problem(namespace)),
+        ("metadata.name", names.subdomain_problem(name))) if problem]
+    if errors:
+        detail = "; ".join(f"{e.loc} {e.msg}" for e in errors)
+        raise InvalidInput(f"not a valid object reference: {detail}", errors)
+    return paths.inside(store_root(state_dir), kind, namespace, paths.file_name(name, ".json"), field="metadata.name")
+
+
+FILE_MODE, DIR_MODE = 0o600, 0o700
+"""The local store holds Secrets (database and API passwords): readable by its owner only."""
+
+
+def private_dirs(root: Path, leaf: Path) -> None:
+    """Create root .. leaf as 0700 directories; existing ones with wider modes are narrowed."""
+    base, target = Path(os.path.realpath(root)), Path(os.path.realpath(leaf))
+    chain = [base]
+    if target.is_relative_to(base):
+        for part in target.relative_to(base).parts:
+            chain.append(chain[-1] / part)
+    else:
+        chain.append(target)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for directory in chain:
+        directory.mkdir(mode=DIR_MODE, exist_ok=True)
+        if directory.stat().st_mode & 0o777 != DIR_MODE:
+            directory.chmod(DIR_MODE)
+
+
+def make_private(root: Path) -> None:
+    """Narrow every directory under `root` to 0700 and every file to 0600 (what an older version
+    wrote 0644/0755). Symlinks are skipped, never followed; best effort (another user's files stay)."""
+    if not root.is_dir() or root.is_symlink():
+        return
+    for directory, _dirs, files in os.walk(root):  # symlinked directories are not entered
+        here = Path(directory)
+        for entry, mode in [(here, DIR_MODE), *((here / f, FILE_MODE) for f in files)]:
+            with contextlib.suppress(OSError):
+                st = entry.lstat()
+                if not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o777 != mode:
+                    entry.chmod(mode)
+
+
+PARTIAL_STALE_S = 600.0
+"""A store write takes milliseconds under the store lock: a partial file this old is a killed writer's."""
+
+
+def remove_stale_partials(root: Path, now: float | None = None) -> list[Path]:
+    """Remove the `.tmp-*.partial` files writers killed mid-`write_json` left (best effort)."""
+    if not root.is_dir():
+        return []
+    now = time.time() if now is None else now
+    removed = []
+    for path in root.rglob(".tmp-*.partial"):
+        with contextlib.suppress(OSError):
+            st = path.lstat()
+            if stat.S_ISREG(st.st_mode) and now - st.st_mtime > PARTIAL_STALE_S:
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
+def write_json(path: Path, obj: Mapping[str, Any], root: Path | None = None) -> None:
+    """Replace one object's file atomically (readers never see half a file), mode 0600 in 0700
+    directories from `root` (default: the file's own directory) down, so a rewrite also fixes the
+    mode of a file an older version left world-readable."""
+    private_dirs(root if root is not None else path.parent, path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            os.fchmod(fh.fileno(), FILE_MODE)
+            fh.write(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 @contextlib.contextmanager
 def store_lock(state_dir: Path | str) -> Iterator[None]:
     """One writer at a time across processes (the CLI, the stack and the functions all write the store)."""
-    lock_path = Path(state_dir) / "resources" / ".lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a") as fh:
+    root = store_root(state_dir)
+    private_dirs(root, root)
+    with (root / ".lock").open("a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -68,18 +152,30 @@ class LocalReader:
     """The local CR store's files (written by functions.local.crstore)."""
 
     def __init__(self, state_dir: Path | str) -> None:
-        self.root = Path(state_dir) / "resources"
+        self.state_dir = Path(state_dir)
+        self.root = store_root(state_dir)
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        return _read_json(self.root / kind / namespace / f"{name}.json")
+        return _read_json(resource_path(self.state_dir, kind, namespace, name))
 
     def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.get(SECRET, namespace, name)
 
     def list(self, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Every object of a kind (in one namespace); files that resolve outside the store are skipped."""
+        problem = names.kind_problem(kind) or (names.label_problem(namespace) if namespace else None)
+        if problem:
+            loc = "kind" if names.kind_problem(kind) else "metadata.namespace"
+            raise InvalidInput(f"not a valid object reference: {loc} {problem}", [FieldError(loc, problem)])
         base = self.root / kind
-        pattern = f"{namespace}/*.json" if namespace else "*/*.json"
-        out = [_read_json(p) for p in sorted(base.glob(pattern))] if base.is_dir() else []
+        if not base.is_dir():
+            return []
+        root = Path(os.path.realpath(self.root))
+        out = []
+        for path in sorted(base.glob(f"{namespace}/*.json" if namespace else "*/*.json")):
+            real = Path(os.path.realpath(path))
+            if real.is_relative_to(root):
+                out.append(_read_json(real))
         return [o for o in out if o is not None]
 
 
@@ -124,12 +220,12 @@ class KubeApiReader:
             return self.get_secret(namespace, name)
         info = _kind(kind)
         return self._call(lambda c: c.CustomObjectsApi(self._client()).get_namespaced_custom_object(
-            info.group, info.version, namespace, info.plural, name), f"{kind}/{namespace}/{name}")
+            info.group, info.version, namespace, info.plural, name, _request_timeout=TIMEOUT), f"{kind}/{namespace}/{name}")
 
     def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         def read(c: Any) -> Any:
             api = self._client()
-            return api.sanitize_for_serialization(c.CoreV1Api(api).read_namespaced_secret(name, namespace))
+            return api.sanitize_for_serialization(c.CoreV1Api(api).read_namespaced_secret(name, namespace, _request_timeout=TIMEOUT))
 
         return self._call(read, f"Secret/{namespace}/{name}")
 
@@ -139,8 +235,9 @@ class KubeApiReader:
         def read(c: Any) -> Any:
             api = c.CustomObjectsApi(self._client())
             if namespace:
-                return api.list_namespaced_custom_object(info.group, info.version, namespace, info.plural)
-            return api.list_cluster_custom_object(info.group, info.version, info.plural)
+                return api.list_namespaced_custom_object(info.group, info.version, namespace, info.plural,
+                                                        _request_timeout=TIMEOUT)
+            return api.list_cluster_custom_object(info.group, info.version, info.plural, _request_timeout=TIMEOUT)
 
         result = self._call(read, f"{kind} list")
         return list((result or {}).get("items", []))
@@ -183,7 +280,7 @@ class LocalStatusWriter:
             if body is None:
                 return
             body["status"] = {**(body.get("status") or {}), **(extra or {}), "conditions": list(conditions)}
-            write_json(path, body)
+            write_json(path, body, store_root(self.state_dir))
 
 
 class KubeStatusWriter:
@@ -198,7 +295,7 @@ class KubeStatusWriter:
         patch = {"status": {**(extra or {}), "conditions": list(conditions)}}
         self.reader._call(lambda c: c.CustomObjectsApi(self.reader._client()).patch_namespaced_custom_object_status(
             info.group, info.version, namespace, info.plural, name, patch,
-            _content_type="application/merge-patch+json"), f"{kind}/{namespace}/{name} status", verb="patch")
+            _content_type="application/merge-patch+json", _request_timeout=TIMEOUT), f"{kind}/{namespace}/{name} status", verb="patch")
 
 
 def write_outcome(reader: ResourceReader, writer: StatusWriter, kind: str, namespace: str, name: str, ok: bool,
@@ -288,7 +385,7 @@ class KubeObjects:
     def get_resource(self, api_version: str, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         group, version = _group_version(api_version)
         return self._reader._call(lambda c: c.CustomObjectsApi(self._reader._client()).get_namespaced_custom_object(
-            group, version, namespace, plural, name), f"{plural}/{namespace}/{name}")
+            group, version, namespace, plural, name, _request_timeout=TIMEOUT), f"{plural}/{namespace}/{name}")
 
     def list_resources(self, api_version: str, plural: str, namespace: str | None = None) -> list[dict[str, Any]]:
         group, version = _group_version(api_version)
@@ -296,8 +393,8 @@ class KubeObjects:
         def read(c: Any) -> Any:
             api = c.CustomObjectsApi(self._reader._client())
             if namespace:
-                return api.list_namespaced_custom_object(group, version, namespace, plural)
-            return api.list_cluster_custom_object(group, version, plural)
+                return api.list_namespaced_custom_object(group, version, namespace, plural, _request_timeout=TIMEOUT)
+            return api.list_cluster_custom_object(group, version, plural, _request_timeout=TIMEOUT)
 
         result = self._reader._call(read, f"{plural} list", "list")
         return list((result or {}).get("items", []))
@@ -307,7 +404,7 @@ class KubeObjects:
         group, version = _group_version(api_version)
         body = {"metadata": {"labels": {key: value}}}
         self._reader._call(lambda c: c.CustomObjectsApi(self._reader._client()).patch_namespaced_custom_object(
-            group, version, namespace, plural, name, body), f"{plural}/{namespace}/{name}", "patch")
+            group, version, namespace, plural, name, body, _request_timeout=TIMEOUT), f"{plural}/{namespace}/{name}", "patch")
 
 
 def _group_version(api_version: str) -> tuple[str, str]:

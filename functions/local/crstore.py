@@ -2,7 +2,9 @@
 
 Layout (shared with functions.clients.kube.LocalReader): <state>/resources/<Kind>/<namespace>/<name>.json.
 CRs are validated with their pydantic models before anything is written (every bad field named);
-Secrets (v1) are stored as given. Like the API server, the store assigns uid, generation (bumped when
+Secrets (v1) are stored as given. Names and namespaces follow Kubernetes' rules (DNS-1123, checked by
+the models and by `resource_path`, which also keeps every path inside the store); files are written
+0600 in 0700 directories, since Secrets hold passwords. Like the API server, the store assigns uid, generation (bumped when
 spec changes) and creationTimestamp; like the bridge, it derives the PingSources a CR needs
 (functions.models.pingsources) and stores them as kind PingSource for the local scheduler, deleting
 them with their owner. An apply that changes nothing emits nothing, like a watch.
@@ -25,9 +27,19 @@ import yaml
 from pydantic import ValidationError
 
 from functions import events
-from functions.clients.kube import SECRET, LocalReader, resource_path, store_lock, write_json
+from functions.clients.kube import (
+    SECRET,
+    LocalReader,
+    make_private,
+    remove_stale_partials,
+    resource_path,
+    store_lock,
+    store_root,
+    write_json,
+)
 from functions.errors import FieldError, InvalidInput, NotFound, field_errors
 from functions.models.k8s import secret_data
+from functions.models.names import cut, label_problem, subdomain_problem
 from functions.models.pingsources import pingsources_for
 from functions.models.registry import all_kinds, resolve_kind
 
@@ -95,6 +107,8 @@ class CrStore:
     def __init__(self, state_dir: Path | str) -> None:
         self.state_dir = Path(state_dir)
         self.reader = LocalReader(self.state_dir)
+        make_private(store_root(self.state_dir))  # a store an older version wrote world-readable
+        remove_stale_partials(store_root(self.state_dir))
 
     # -- reads -------------------------------------------------------------------------------------
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -134,7 +148,7 @@ class CrStore:
         kind = str(doc.get("kind") or "")
         raw_meta = doc.get("metadata")
         meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
-        label = f"{kind or '?'} {meta.get('namespace', 'default')}/{meta.get('name', '?')} ({where})"
+        label = f"{cut(kind or '?')} {cut(str(meta.get('namespace', 'default')))}/{cut(str(meta.get('name', '?')))} ({where})"
         if kind == SECRET:
             return SECRET, _check_secret(doc, label)
         info = all_kinds().get(kind)
@@ -157,7 +171,7 @@ class CrStore:
         new = _with_server_fields(doc, old)
         if old is not None and _comparable(old) == _comparable(new):
             return Change(kind, namespace, name, "unchanged")
-        _write_json(resource_path(self.state_dir, kind, namespace, name), new)
+        _write_json(resource_path(self.state_dir, kind, namespace, name), new, store_root(self.state_dir))
         change = Change(kind, namespace, name, "configured" if old else "created")
         if kind != SECRET:
             self._sync_pingsources(kind, namespace, name, pingsources_for(new))
@@ -174,7 +188,8 @@ class CrStore:
             if owned and ps_meta.get("name") not in keep:
                 resource_path(self.state_dir, PINGSOURCE, namespace, ps_meta["name"]).unlink(missing_ok=True)
         for ps in wanted:
-            _write_json(resource_path(self.state_dir, PINGSOURCE, namespace, ps["metadata"]["name"]), ps)
+            _write_json(resource_path(self.state_dir, PINGSOURCE, namespace, ps["metadata"]["name"]), ps,
+                        store_root(self.state_dir))
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -190,6 +205,10 @@ def _check_secret(doc: dict[str, Any], label: str) -> dict[str, Any]:
     meta = doc.get("metadata")
     if not isinstance(meta, dict) or not meta.get("name"):
         errors.append(FieldError("metadata.name", "Field required"))
+    else:
+        problems = (("metadata.name", subdomain_problem(meta["name"])),
+                    ("metadata.namespace", label_problem(meta.get("namespace", "default"))))
+        errors += [FieldError(loc, problem) for loc, problem in problems if problem]
     try:
         secret_data(doc)
     except ValueError as exc:

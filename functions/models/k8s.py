@@ -11,6 +11,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from functions.models.names import Namespace, ObjectName
+
 
 class CamelModel(BaseModel):
     """camelCase on the wire, snake_case in Python, unknown fields refused (named in the error)."""
@@ -19,11 +21,12 @@ class CamelModel(BaseModel):
 
 
 class ObjectMeta(BaseModel):
-    """The part of metadata we read; everything else is kept as-is."""
+    """The part of metadata we read; everything else is kept as-is. Name and namespace follow
+    Kubernetes' DNS-1123 rules, checked here too: they become file names and labels."""
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
-    name: str = Field(description="Object name.", min_length=1)
-    namespace: str = Field(default="default", description="Object namespace.")
+    name: ObjectName = Field(description="Object name (an RFC 1123 subdomain).")
+    namespace: Namespace = Field(default="default", description="Object namespace (an RFC 1123 label).")
     uid: str | None = Field(default=None, description="Unique id assigned by the API server.")
     generation: int | None = Field(default=None, description="Spec generation.")
     labels: dict[str, str] = Field(default_factory=dict, description="Labels.")
@@ -31,13 +34,13 @@ class ObjectMeta(BaseModel):
 
 
 class ObjectRef(CamelModel):
-    name: str = Field(description="Name of the referenced object.")
-    namespace: str = Field(description="Namespace of the referenced object.")
+    name: ObjectName = Field(description="Name of the referenced object.")
+    namespace: Namespace = Field(description="Namespace of the referenced object.")
 
 
 class SecretKeySelector(CamelModel):
-    name: str = Field(description="Secret name.")
-    namespace: str = Field(description="Secret namespace.")
+    name: ObjectName = Field(description="Secret name.")
+    namespace: Namespace = Field(description="Secret namespace.")
     key: str = Field(description="Key inside the Secret's data.")
 
 

@@ -3,13 +3,25 @@
 Scale-to-zero exporters keep nothing in memory: a snapshot is written whole to a temporary name and
 then swapped in, so a reader sees the old or the new snapshot, never half of one. Locally it lives in
 files under the state dir; in a cluster in the database (`DatabaseSnapshotStore`, chunked IPC bytes).
+
+A writer killed mid-snapshot (SIGKILL, OOM, a node gone) leaves its temporary file behind, hundreds of
+MB for a large export. The file store sweeps them when it starts (`sweep_stale_temporaries`): a
+temporary file's name carries its writer's host and pid (`.tmp-<host>-<pid>-<random>.arrow`), and it is
+removed when that writer is known dead (same host, no such process, or our own pid but not a file this
+process is writing: a restarted container reuses its pid) or when nobody wrote to it for an hour (a
+live writer writes continuously; this covers other hosts sharing the directory, reused pids and
+files of older versions). Two exporters sharing one state dir never remove each other's live files.
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import re
+import socket
 import tempfile
+import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -20,6 +32,8 @@ import pyarrow as pa
 
 from functions.clients.db import Database
 from functions.errors import FieldError, InvalidInput
+from functions.logs import get_logger
+from functions.models import paths
 
 _CHUNK = 1 << 20  # bytes per streamed piece / database chunk
 
@@ -66,20 +80,93 @@ def write_ipc_stream(sink: pa.NativeFile | object, batches: Iterable[pa.RecordBa
     return rows
 
 
-class FileSnapshotStore:
-    """One Arrow IPC stream file per config under <state>/snapshots, replaced atomically."""
+STALE_AFTER_S = 3600.0
+"""A temporary snapshot file nobody wrote to for this long is a dead writer's (a live one writes
+continuously: the export's payload is already on local disk when the snapshot is written)."""
 
-    def __init__(self, root: Path) -> None:
+_TMP_PREFIX = ".tmp-"
+_TMP_NAME = re.compile(r"^\.tmp-(?P<host>[A-Za-z0-9-]*)-(?P<pid>[0-9]+)-[A-Za-z0-9_]+\.arrow$")
+_WRITING: set[str] = set()
+"""Temporary files this process is writing right now (the sweep never removes them)."""
+_WRITING_LOCK = threading.Lock()
+
+
+def _host() -> str:
+    """This host's name as it goes into a temporary file's name (letters, digits and '-')."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:63]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def is_stale(path: Path, now: float, stale_after_s: float = STALE_AFTER_S) -> bool:
+    """Whether a temporary snapshot file is a dead writer's (see the module docstring for the rule)."""
+    try:
+        age = now - path.lstat().st_mtime
+    except FileNotFoundError:
+        return False  # its writer swapped it in meanwhile
+    if age > stale_after_s:
+        return True
+    match = _TMP_NAME.match(path.name)
+    if match is None or match["host"] != _host():
+        return False  # another host's (or an older version's) file: only age says it is dead
+    pid = int(match["pid"])
+    if pid == os.getpid():
+        with _WRITING_LOCK:
+            return str(path) not in _WRITING
+    return not _alive(pid)
+
+
+def sweep_stale_temporaries(root: Path, now: float | None = None, stale_after_s: float = STALE_AFTER_S) -> list[Path]:
+    """Remove the temporary snapshot files dead writers left under `root`; returns what was removed.
+    Best effort: a file that cannot be removed is left for the next start."""
+    root = Path(os.path.realpath(root))  # the names _WRITING holds are resolved ones
+    if not root.is_dir():
+        return []
+    now = time.time() if now is None else now
+    removed = []
+    for path in root.rglob(f"{_TMP_PREFIX}*.arrow"):
+        if path.is_symlink() or not path.is_file() or not is_stale(path, now, stale_after_s):
+            continue
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except OSError:
+            continue
+        removed.append(path)
+        get_logger("storage.snapshots").warning("removed a stale temporary snapshot file",
+                                                extra={"path": str(path), "bytes": size})
+    return removed
+
+
+class FileSnapshotStore:
+    """One Arrow IPC stream file per config under <state>/snapshots, replaced atomically.
+
+    The key (`<Kind>/<namespace>/<name>`, names already checked by ConfigRef) is checked again as a
+    path: each part one plain file name, the resolved file inside the root (symlinks included), else
+    InvalidInput naming `config`. Stale temporary files are swept once, when the store is made."""
+
+    def __init__(self, root: Path, stale_after_s: float = STALE_AFTER_S) -> None:
         self.root = Path(root)
+        self.swept = sweep_stale_temporaries(self.root, stale_after_s=stale_after_s)
 
     def _path(self, key: str) -> Path:
-        safe = [part for part in key.split("/") if part not in ("", ".", "..")]
-        return self.root.joinpath(*safe).with_suffix(".arrow")
+        parts = key.split("/")
+        return paths.inside(self.root, *parts[:-1], paths.file_name(parts[-1], ".arrow"), field="config")
 
     def write(self, key: str, batches: Iterable[pa.RecordBatch], metadata: dict[str, str]) -> SnapshotInfo:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".arrow", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f"{_TMP_PREFIX}{_host()}-{os.getpid()}-", suffix=".arrow", dir=path.parent)
+        with _WRITING_LOCK:
+            _WRITING.add(tmp)
         try:
             with os.fdopen(fd, "wb") as fh, pa.output_stream(fh) as sink:
                 rows = write_ipc_stream(sink, batches, {**metadata, "finops.config": key})
@@ -87,6 +174,9 @@ class FileSnapshotStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        finally:
+            with _WRITING_LOCK:
+                _WRITING.discard(tmp)
         return SnapshotInfo(key, rows, path.stat().st_size)
 
     def read_ipc(self, key: str) -> Iterator[bytes] | None:
