@@ -45,6 +45,10 @@ class CollectionSettings(_EnvSettings):
     upload_batch_rows_json: int = Field(default=1000, alias="FINOPS_UPLOAD_BATCH_ROWS_JSON", ge=1, description="Rows per upload part when the JSON records path is forced.")
     upload_format: Literal["arrow", "json"] = Field(default="arrow", alias="FINOPS_UPLOAD_FORMAT", description="Upload body: Arrow IPC (bulk) or Krateo JSON records.")
     upload_retries: int = Field(default=5, alias="FINOPS_UPLOAD_RETRIES", ge=0, description="Retries of one failed upload part before the cycle answers 503 (and is retried whole).")
+    export_max_bytes: int = Field(default=2 << 30, alias="FINOPS_EXPORT_MAX_BYTES", ge=1, description="Largest payload one export cycle reads, in bytes, counted as received (after HTTP content decoding) and again after gunzip, over all pages; beyond it the cycle fails (Ready=False) and the last good snapshot is kept. A 1,000,000-row FOCUS CSV is about 0.85 GB.")
+    export_max_rows: int = Field(default=2_000_000, alias="FINOPS_EXPORT_MAX_ROWS", ge=1, description="Most rows one export cycle takes from its API, over all pages; beyond it the cycle fails (Ready=False) and the last good snapshot is kept.")
+    export_deadline_s: float = Field(default=540.0, alias="FINOPS_EXPORT_DEADLINE_S", gt=0, description="Seconds one export cycle may spend fetching its API (all pages, retries included), on top of the 120 s timeout of every connect and read; keep it under the Knative Service's timeoutSeconds (600).")
+    outbound_allow_link_local: str = Field(default="", alias="FINOPS_OUTBOUND_ALLOW_LINK_LOCAL", description="host[:port] entries (exact, comma separated) that outbound calls may reach although they are, or resolve to, link-local or cloud metadata addresses (169.254.0.0/16, fe80::/10, 100.100.100.200, fd00:ec2::254); empty = none, whatever a Secret, a redirect or a next-page link names.")
     source_service: str = Field(default="", alias="K_SERVICE", description="Knative service name (event source attribute).")
 
 

@@ -123,7 +123,7 @@ def test_credentials_sent(secret: dict[str, str], headers: list[str], expected: 
 
 def test_request_helper_uses_the_same_auth_rules() -> None:
     with serve(Reply(201, b"created")) as srv:
-        ep = Endpoint.from_secret({"server-url": "http://unused", "username": "u", "password": "p"})
+        ep = Endpoint.from_secret({"server-url": srv.url, "username": "u", "password": "p"})
         resp = request("POST", srv.url + "/upload?table=t", endpoint=ep, content=b"[]")
     assert (resp.status_code, resp.content) == (201, b"created")
     assert srv.seen[0].headers["authorization"] == "Basic " + _b64(b"u:p")

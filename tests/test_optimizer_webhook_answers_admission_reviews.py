@@ -19,7 +19,9 @@ Cases:
   patch (the previous spec.optimization is kept, where Krateo writes "[]"), within the budget;
 - the day-2 ping (a CloudEvent) is answered with a CloudEvent (Knative's broker fails other bodies);
 - GET /optimize keeps Krateo's contract (one object, the caller's Basic credentials forwarded);
-  missing parameters or credentials -> 400 naming them;
+  missing parameters -> 400 naming them; no credentials -> 401 (Basic) before anything is read;
+- over plain HTTP (this test's server, the local stack) reviews and pings carry the caller token
+  (tests/dbhandler_server.py AUTH); over TLS the API server's reviews need none (the Containerfile test);
 - an optimizer whose policies cannot load still answers allowed (fail open).
 """
 
@@ -39,7 +41,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from dbhandler_server import DbHandler, free_port, start_dbhandler, start_function, stop_process
+from dbhandler_server import AUTH, DbHandler, free_port, start_dbhandler, start_function, stop_process
 
 from functions import events
 from functions.algorithms import moving_window
@@ -92,7 +94,7 @@ class Stack:
 
     def post(self, body: bytes) -> tuple[dict[str, Any], float]:
         started = time.monotonic()
-        answer = httpx.post(self.url + "/", content=body, headers={"Content-Type": "application/json"}, timeout=30)
+        answer = httpx.post(self.url + "/", content=body, headers={"Content-Type": "application/json", **AUTH}, timeout=30)
         elapsed = time.monotonic() - started
         assert answer.status_code == 200, answer.text
         return answer.json(), elapsed
@@ -159,6 +161,7 @@ def stack_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         endpoint_secret(state, "stuck-endpoint", f"http://127.0.0.1:{silent_port}")
         port = free_port()
         env = {"FINOPS_STATE_DIR": str(state), "FINOPS_KUBE": "local", "FINOPS_OPTIMIZER_BUDGET_S": str(BUDGET_S),
+               "FINOPS_DBHANDLER_URL": handler.url,  # the configured handler: GET /optimize may name it
                "FINOPS_CARBON_DB_URL": handler.url, "FINOPS_CARBON_DB_USER": "finops", "FINOPS_CARBON_DB_PASSWORD": "s3cret"}
         process = start_function("optimizer", port, env, tmp / "optimizer.log", source=SOURCE)
         yield Stack(handler, f"http://127.0.0.1:{port}", state)
@@ -269,12 +272,13 @@ def test_get_optimize_keeps_krateo_contract(stack: Stack) -> None:
     assert answer.status_code == 200, answer.text
     assert answer.json() == expected(VM1)
     refused = httpx.get(f"{stack.url}/optimize", params=params, headers=stack.handler.auth("finops", "wrong"), timeout=30)
-    assert refused.status_code == 400 and "credentials" in refused.json()["error"]
+    assert refused.status_code == 401 and "credentials" in refused.json()["error"]  # the handler refused them
     missing = httpx.get(f"{stack.url}/optimize", params={"resource_name": VM1}, headers=stack.handler.auth(), timeout=30)
     assert missing.status_code == 400
     assert {e["loc"] for e in missing.json()["errors"]} == {"table_name", "dbhandler_url"}
     anonymous = httpx.get(f"{stack.url}/optimize", params=params, timeout=30)
-    assert anonymous.status_code == 400 and "Authorization" in anonymous.text
+    assert anonymous.status_code == 401 and "Basic" in anonymous.text, anonymous.text
+    assert anonymous.headers["WWW-Authenticate"].startswith("Basic")
 
 
 def test_an_optimizer_without_policies_fails_open(tmp_path: Path) -> None:
@@ -296,7 +300,8 @@ def test_the_day2_ping_is_answered_with_a_cloudevent(stack: Stack) -> None:
                       data={"compositions": [{"apiVersion": "composition.krateo.io/v1-0-0", "resource": "vmazures"}]},
                       finopstarget="optimizer")
     headers, body = events.to_binary(ping)
-    answer = httpx.post(stack.url + "/", headers=headers, content=body, timeout=30)
+    assert httpx.post(stack.url + "/", headers=headers, content=body, timeout=30).status_code == 401  # no token
+    answer = httpx.post(stack.url + "/", headers={**headers, **AUTH}, content=body, timeout=30)
     assert answer.status_code == 200
     reply = events.from_http(dict(answer.headers), answer.content)
     assert reply.type == events.OPTIMIZATION_LABELLED

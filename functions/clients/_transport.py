@@ -1,7 +1,11 @@
 """Low-level HTTP transport for functions.clients.endpoint (private: import from endpoint).
 
 TLS/mTLS context building, the retry policy (backoff, Retry-After) and the send loop with its
-error mapping. The rules are documented in functions.clients.endpoint's module docstring.
+error mapping and redirects. The rules are documented in functions.clients.endpoint's module docstring.
+
+Redirects are followed here, not by httpx: httpx drops only `Authorization` on a cross-origin redirect,
+while a CR's headers may carry other credentials (API keys, cookies), and every hop must pass the
+outbound guard (a redirect to the cloud metadata address is refused like a URL naming it).
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import email.utils
 import os
 import random
+import re
 import ssl
 import tempfile
 import time
@@ -18,6 +23,8 @@ from typing import Any, Protocol
 
 import httpx
 
+from functions.clients.outbound import DEFAULT as DEFAULT_POLICY
+from functions.clients.outbound import OutboundPolicy
 from functions.errors import FieldError, InvalidInput, Unavailable
 from functions.logs import get_logger
 from functions.models.durations import parse_go_duration
@@ -25,7 +32,40 @@ from functions.models.durations import parse_go_duration
 log = get_logger("clients.endpoint")  # same logger as before the split: log records are unchanged
 
 ERROR_BODY_BYTES = 2048
+MAX_REDIRECTS = 20
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# Header names that carry credentials (Authorization, API keys, cookies, tokens, AWS signatures):
+# they stay on the origin they were configured for.
+_CREDENTIAL_HEADER = re.compile(r"auth|key|token|secret|passw|session|cookie|signature|credential|^x-amz-", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One request of a call: a page's first request, or a redirect. `credentials`: whether the
+    endpoint's credentials and credential-like headers may ride along (only on their own origin);
+    `body`: whether the payload goes too (a 303, or a 301/302 after POST, turns the call into a GET)."""
+
+    method: str
+    url: str
+    credentials: bool = True
+    body: bool = True
+
+
+def same_origin(a: httpx.URL, b: httpx.URL) -> bool:
+    """Same scheme, host and port; an http -> https upgrade of the same host counts (as in httpx)."""
+    port_a, port_b = a.port or _DEFAULT_PORTS.get(a.scheme), b.port or _DEFAULT_PORTS.get(b.scheme)
+    if a.host.lower() != b.host.lower():
+        return False
+    if a.scheme == b.scheme:
+        return port_a == port_b
+    return a.scheme == "http" and b.scheme == "https" and port_a == 80 and port_b == 443
+
+
+def without_credentials(headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers a request to another origin may carry."""
+    return {k: v for k, v in headers.items() if not _CREDENTIAL_HEADER.search(k)}
 
 
 class TransportConfig(Protocol):
@@ -107,14 +147,15 @@ def _load_client_cert(ctx: ssl.SSLContext, cert: bytes, key: bytes) -> None:
 
 
 def build_client(config: TransportConfig | None, timeout: float) -> httpx.Client:
-    """A client with the endpoint's TLS and proxy; redirects followed (as Go does), no overall deadline."""
+    """A client with the endpoint's TLS and proxy and a timeout on every connect, read and write;
+    redirects are followed by `send` (as Go does, with credentials kept on their origin)."""
     verify = ssl_context(config)
     proxy = config.proxy_url if config else None
     try:
         return httpx.Client(
             verify=verify,
             proxy=proxy,
-            follow_redirects=True,
+            follow_redirects=False,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0)),
         )
     except (ValueError, ImportError, httpx.InvalidURL) as exc:
@@ -148,8 +189,6 @@ def transport_error(method: str, url: str, exc: Exception) -> InvalidInput | Una
         cause = cause.__cause__ or cause.__context__
     if isinstance(exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError | httpx.InvalidURL | httpx.DecodingError):
         return InvalidInput(f"{method} {url}: {exc}")
-    if isinstance(exc, httpx.TooManyRedirects):
-        return InvalidInput(f"{method} {url}: too many redirects")
     return Unavailable(f"{method} {url}: {type(exc).__name__}: {exc}")
 
 
@@ -173,26 +212,26 @@ def status_error(method: str, url: str, response: httpx.Response) -> InvalidInpu
 
 def send(
     client: httpx.Client,
-    build: Callable[[], httpx.Request],
+    build: Callable[[Hop], httpx.Request],
+    first: Hop,
     retry: RetryPolicy | None,
     consume: Callable[[httpx.Response], Any] | None = None,
     reset: Callable[[], None] | None = None,
+    policy: OutboundPolicy = DEFAULT_POLICY,
 ) -> httpx.Response:
-    """Send with retries. With `consume` (fetch), non-2xx raise and the 2xx body is consumed inside the
-    retry loop; without it the streamed response is returned whatever its status."""
+    """Send `first` with retries, following redirects. With `consume` (fetch), non-2xx raise and the 2xx
+    body is consumed inside the retry loop; without it the streamed response is returned whatever its
+    status. A retry starts again from `first`."""
     attempt = 0
     while True:
-        request = _build(build)
-        method, url = request.method, str(request.url)
-        sent = False
+        call = _Call(first)
         try:
-            response = client.send(request, stream=True)
-            sent = True
-            delay = _after_response(response, method, url, retry, attempt, consume)
+            response = call.follow(client, build, policy)
+            delay = _after_response(response, call.method, call.url, retry, attempt, consume)
             if delay is None:
                 return response
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            delay = _after_error(exc, method, url, retry, attempt, sent)
+            delay = _after_error(exc, call.method, call.url, retry, attempt, call.sent)
         if reset is not None:
             reset()
         if retry is not None:
@@ -200,9 +239,50 @@ def send(
         attempt += 1
 
 
-def _build(build: Callable[[], httpx.Request]) -> httpx.Request:
+class _Call:
+    """One attempt: the first request and its redirects; `sent` once any server answered."""
+
+    def __init__(self, first: Hop) -> None:
+        self.first, self.hop, self.sent = first, first, False
+        self.method, self.url = first.method, first.url
+
+    def follow(self, client: httpx.Client, build: Callable[[Hop], httpx.Request], policy: OutboundPolicy) -> httpx.Response:
+        origin: httpx.URL | None = None
+        for _ in range(MAX_REDIRECTS + 1):
+            request = _build(build, self.hop)
+            self.method, self.url = request.method, str(request.url)
+            if origin is None:
+                origin = request.url
+            policy.check(request.url, f"{self.method} {self.url}")
+            response = client.send(request, stream=True)
+            self.sent = True
+            target = _redirect(self.hop, request, response, origin)
+            if target is None:
+                return response
+            response.close()
+            self.hop = target
+        raise InvalidInput(f"{self.first.method} {self.first.url}: more than {MAX_REDIRECTS} redirects")
+
+
+def _redirect(hop: Hop, request: httpx.Request, response: httpx.Response, origin: httpx.URL) -> Hop | None:
+    """The next hop of a redirect (credentials only back on `origin`); None when this is the answer."""
+    location = response.headers.get("location")
+    if response.status_code not in _REDIRECTS or not location:
+        return None
     try:
-        return build()
+        target = request.url.join(location)
+    except httpx.InvalidURL as exc:
+        raise InvalidInput(f"{request.method} {request.url}: unusable redirect to {location!r}: {exc}") from exc
+    method, body = hop.method, hop.body
+    if (response.status_code == 303 and method != "HEAD") or (response.status_code in (301, 302) and method == "POST"):
+        method, body = "GET", False
+    log.info("following a redirect", extra={"url": str(request.url), "status": response.status_code, "to": str(target)})
+    return Hop(method, str(target.copy_with(fragment=None)), hop.credentials and same_origin(origin, target), body)
+
+
+def _build(build: Callable[[Hop], httpx.Request], hop: Hop) -> httpx.Request:
+    try:
+        return build(hop)
     except (httpx.InvalidURL, httpx.UnsupportedProtocol, UnicodeError, ValueError) as exc:
         raise InvalidInput(f"cannot build the request: {exc}") from exc
 

@@ -14,8 +14,18 @@ Krateo-compatible: Secret keys, auth precedence, URL joining, header parsing, `X
   Retry-After is honoured up to `RetryPolicy.max_retry_after`; longer waits end in `Unavailable`
   carrying it, so the caller (Knative) retries later. No QPS/burst limiter (one call per cycle).
 - Pagination (Krateo has none): `Link: <...>; rel="next"` and a top-level JSON `nextLink`; next pages
-  use the same verb, payload and headers; credentials are dropped for a next page on another origin
-  (as for redirects, which are followed).
+  use the same verb, payload and headers.
+- Credentials go only to the origin the Secret's server-url names: a next page or a redirect to another
+  origin carries neither the Secret's credentials nor a header whose name looks like one (Authorization,
+  API keys, cookies, tokens, x-amz-*); `request()` refuses a URL outside its endpoint's origin. Redirects
+  are followed (at most 20). A URL with `user:password@` is refused (credentials belong in the Secret).
+- Every request and every hop passes an outbound policy (functions.clients.outbound): by default any
+  host except link-local and cloud metadata addresses (169.254.169.254 and kin), which are refused
+  whether named, resolved to or redirected to.
+- `<var>` substitution never reads this process's own settings: an all-uppercase value naming a
+  `FINOPS_*` or `K_*` variable substitutes "" (otherwise a CR could send our database password to its API).
+- Bounded: a timeout on every connect and read; `fetch` takes an optional cap on the bytes received
+  (after HTTP content decoding: a gzip Content-Encoding bomb stops at the cap) and an overall deadline.
 No httpx exception escapes: network trouble, 5xx and 429 -> Unavailable; other 4xx, TLS
 verification failures and bad configuration -> InvalidInput.
 """
@@ -27,6 +37,7 @@ import binascii
 import os
 import re
 import secrets
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import BinaryIO, Literal
@@ -36,10 +47,16 @@ import orjson
 from httpx_auth import AWS4Auth
 
 from functions.clients._transport import ERROR_BODY_BYTES as ERROR_BODY_BYTES
+from functions.clients._transport import Hop
 from functions.clients._transport import RetryPolicy as RetryPolicy
 from functions.clients._transport import build_client as _client
+from functions.clients._transport import same_origin as _same_origin
 from functions.clients._transport import send as _send
 from functions.clients._transport import transport_error as _transport_error
+from functions.clients._transport import without_credentials as _without_credentials
+from functions.clients.outbound import DEFAULT as DEFAULT_POLICY
+from functions.clients.outbound import OutboundPolicy
+from functions.codecs._streams import ByteBudget
 from functions.errors import FieldError, InvalidInput, Unavailable
 from functions.logs import get_logger
 from functions.models.crs import API
@@ -54,6 +71,7 @@ _SUBSTITUTION_PASSES = 16
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _AUTH_CONFLICT = "only one of username/password, bearer token and AWS must be set"
 _TOKEN = re.compile(r"<(.*?)>")  # Krateo's leftmost non-greedy match, no newlines
+_OWN_ENV = ("FINOPS_", "K_")  # our settings and secrets: never substituted into a URL, path or payload
 _BOM = b"\xef\xbb\xbf"
 
 AuthMode = Literal["bearer", "basic", "aws"]
@@ -191,6 +209,10 @@ def _resolve(name: str, variables: Mapping[str, str], environ: Mapping[str, str]
         log.warning("variable not in additionalVariables; using an empty string", extra={"variable": name})
     value = variables.get(name, "")
     if value == value.upper():
+        if value.startswith(_OWN_ENV):
+            log.warning("variable names one of this process's own settings; using an empty string",
+                        extra={"variable": name, "env": value})
+            return ""
         if value and value not in environ:
             log.warning("environment variable not set; using an empty string", extra={"variable": name, "env": value})
         value = environ.get(value, "")
@@ -262,12 +284,11 @@ def _join(base: httpx.URL, link: str) -> str | None:
         return None
 
 
-def _origin(url: str) -> tuple[str, str, int | None]:
+def _url(url: str) -> httpx.URL:
     try:
-        parsed = httpx.URL(url)
+        return httpx.URL(url)
     except httpx.InvalidURL as exc:
         raise InvalidInput(f"invalid URL {url!r}: {exc}") from exc
-    return parsed.scheme, parsed.host, parsed.port
 
 
 def fetch(
@@ -279,31 +300,31 @@ def fetch(
     retry: RetryPolicy = DEFAULT_RETRY,
     environ: Mapping[str, str] = os.environ,
     timeout: float = 120.0,
+    policy: OutboundPolicy = DEFAULT_POLICY,
+    budget: ByteBudget | None = None,
+    deadline_s: float | None = None,
 ) -> FetchResult:
     """Call `api` on `endpoint` and stream every page's body into `dest` (a seekable, readable file).
 
     `<var>` tokens in the path and server-url are substituted first. Raises Unavailable (network,
-    5xx, 429 after retries) or InvalidInput (other 4xx, bad configuration).
+    5xx, 429 after retries, `deadline_s` passed) or InvalidInput (other 4xx, bad configuration, the
+    `budget` of received bytes exceeded, a URL the `policy` refuses).
     """
     endpoint = replace(endpoint, server_url=substitute(endpoint.server_url, variables, environ))
+    origin = _url(endpoint.server_url)  # the Secret's credentials belong to this origin only
     first_url = join_url(endpoint.server_url, substitute(api.path, variables, environ))
-    method = (api.verb or "GET").upper()
-    payload = api.payload.encode() if api.payload else None
     base_headers = parse_headers(list(api.headers))
-    origin = _origin(first_url)
     pages: list[tuple[int, int, str]] = []
     seen: set[str] = set()
     statuses: list[int] = []
     url: str | None = first_url
     with _client(endpoint, timeout) as client:
+        call = _Pages(client, (api.verb or "GET").upper(), api.payload.encode() if api.payload else None, base_headers,
+                      endpoint, retry, policy, budget, deadline_s)
         while url is not None and len(pages) < MAX_PAGES:
             seen.add(url)
-            # Credentials (ours or an explicit Authorization) go only to the first URL's origin.
-            own = _origin(url) == origin
-            headers = base_headers if own else {k: v for k, v in base_headers.items() if k.lower() != "authorization"}
-            response, offset, length = _fetch_page(
-                client, method, url, payload, headers, endpoint if own else None, dest, retry
-            )
+            call.check_deadline(url)
+            response, offset, length = _fetch_page(call, url, _same_origin(origin, _url(url)), dest)
             pages.append((offset, length, response.headers.get("content-type", "")))
             statuses.append(response.status_code)
             url = _next_url(response, dest, offset, length)
@@ -316,24 +337,38 @@ def fetch(
     return FetchResult(pages[0][2], first_url, statuses[0], pages, total)
 
 
-def _fetch_page(
-    client: httpx.Client,
-    method: str,
-    url: str,
-    payload: bytes | None,
-    base_headers: dict[str, str],
-    endpoint: Endpoint | None,
-    dest: BinaryIO,
-    retry: RetryPolicy,
-) -> tuple[httpx.Response, int, int]:
+class _Pages:
+    """What every page of one fetch shares: the client, the request, the limits."""
+
+    def __init__(self, client: httpx.Client, method: str, payload: bytes | None, headers: dict[str, str],
+                 endpoint: Endpoint, retry: RetryPolicy, policy: OutboundPolicy, budget: ByteBudget | None,
+                 deadline_s: float | None) -> None:
+        self.client, self.method, self.payload, self.headers = client, method, payload, headers
+        self.endpoint, self.retry, self.policy, self.budget = endpoint, retry, policy, budget
+        self.deadline_s = deadline_s
+        self._deadline = None if deadline_s is None else time.monotonic() + deadline_s
+
+    def check_deadline(self, url: str) -> None:
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            raise Unavailable(f"{self.method} {url}: the API did not finish within {self.deadline_s:g} s")
+
+    def take(self, n: int, url: str) -> None:
+        if self.budget is not None:
+            self.budget.take(n)
+        self.check_deadline(url)
+
+
+def _fetch_page(call: _Pages, url: str, own: bool, dest: BinaryIO) -> tuple[httpx.Response, int, int]:
+    """One page (and its redirects) into `dest`; `own`: the page is on the Secret's origin."""
     offset = dest.tell()
     written = 0
+    endpoint = call.endpoint
 
-    def build() -> httpx.Request:
-        headers = dict(base_headers)
+    def build(hop: Hop) -> httpx.Request:
+        headers = dict(call.headers) if hop.credentials else _without_credentials(call.headers)
         headers["X-Krateo-TraceId"] = secrets.token_hex(8)
-        auth = _auth(endpoint, headers)
-        request = client.build_request(method, url, headers=headers, content=payload)
+        auth = _auth(endpoint if hop.credentials else None, headers)
+        request = call.client.build_request(hop.method, hop.url, headers=headers, content=call.payload if hop.body else None)
         if auth is not None:
             # AWS4Auth signs the final request (host, x-amz-*, content-type, real canonical query).
             request = next(auth.sync_auth_flow(request))
@@ -342,18 +377,22 @@ def _fetch_page(
 
     def consume(response: httpx.Response) -> None:
         nonlocal written
-        for chunk in response.iter_bytes():
+        for chunk in response.iter_bytes():  # decoded: a Content-Encoding bomb is counted as it expands
+            call.take(len(chunk), url)
             dest.write(chunk)
             written += len(chunk)
 
     def reset() -> None:
         nonlocal written
+        if call.budget is not None:
+            call.budget.give_back(written)
         dest.seek(offset)
         dest.truncate()
         written = 0
 
-    response = _send(client, build, retry, consume=consume, reset=reset)
-    if endpoint is not None and endpoint.debug:
+    response = _send(call.client, build, Hop(call.method, url, own), call.retry, consume=consume, reset=reset,
+                     policy=call.policy)
+    if endpoint.debug:
         log.info("http response", extra={"url": url, "status": response.status_code, "bytes": written})
     return response, offset, written
 
@@ -393,30 +432,36 @@ def request(
     timeout: float = 30.0,
     stream: bool = False,
     retry: RetryPolicy | None = None,
+    policy: OutboundPolicy = DEFAULT_POLICY,
 ) -> httpx.Response:
     """One call to an absolute `url` with `endpoint`'s TLS, proxy and credentials (same rules as fetch).
 
     This is the client layer, so callers get an httpx.Response whatever its status (check it).
     stream=False: the body is read and the connection closed. stream=True: read with iter_bytes()
     and close() the response (network errors while reading raise Unavailable). `retry` (default
-    none) retries idempotent verbs on network errors, 5xx and 429.
+    none) retries idempotent verbs on network errors, 5xx and 429. A `url` outside the origin of
+    `endpoint.server_url` is refused: the endpoint's credentials go nowhere else.
     """
+    credentials = endpoint is not None and (endpoint.auth_mode is not None or endpoint.client_cert is not None)
+    if credentials and endpoint is not None and not _same_origin(_url(endpoint.server_url), _url(url)):
+        raise InvalidInput(f"{method.upper()} {url}: not on the origin of the endpoint's server-url; its credentials stay there",
+                           [FieldError("url", "another origin than server-url")])
     base = dict(headers or {})
     data = content.encode() if isinstance(content, str) else content
     where = f"{method.upper()} {url}"
     client = _client(endpoint, timeout)
 
-    def build() -> httpx.Request:
-        hdrs = dict(base)
+    def build(hop: Hop) -> httpx.Request:
+        hdrs = dict(base) if hop.credentials else _without_credentials(base)
         hdrs.setdefault("X-Krateo-TraceId", secrets.token_hex(8))
-        auth = _auth(endpoint, hdrs)
-        req = client.build_request(method.upper(), url, headers=hdrs, content=data)
+        auth = _auth(endpoint if hop.credentials else None, hdrs)
+        req = client.build_request(hop.method, hop.url, headers=hdrs, content=data if hop.body else None)
         req = next(auth.sync_auth_flow(req)) if auth is not None else req
         _debug(endpoint, req)
         return req
 
     try:
-        response = _send(client, build, retry)
+        response = _send(client, build, Hop(method.upper(), url), retry, policy=policy)
         if not stream:
             try:
                 response.read()

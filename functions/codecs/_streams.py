@@ -1,13 +1,18 @@
-"""Forward-only binary readers for payloads: peek the first bytes, trim U+FEFF at both ends.
+"""Forward-only binary readers for payloads: peek the first bytes, trim U+FEFF at both ends, count.
 
 Why: payloads can be 1.5 GB files (or gzip streams of them) that must be read once, in blocks,
 while content sniffing (gzip, Parquet magic) and Krateo's BOM trimming need to look at the ends.
+And a few MB of gzip can expand to many GB (a "bomb"): every byte read after decompression is
+counted against a `ByteBudget`, so reading stops at the cap instead of filling memory and disk.
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from dataclasses import dataclass
+
+from functions.errors import FieldError, InvalidInput
 
 BOM = b"\xef\xbb\xbf"
 _CHUNK = 1 << 16
@@ -91,3 +96,40 @@ class BomTrimmer(PeekReader):
             return data[:-3] if data.endswith(BOM) else data
         self._held = data[size:]
         return data[:size]
+
+
+@dataclass
+class ByteBudget:
+    """A cap on bytes, shared by every page of one payload; `take` raises InvalidInput naming the
+    setting once more than `limit` bytes were taken. `what` says which bytes ("received", "decompressed")."""
+
+    limit: int
+    setting: str
+    what: str = "decompressed"
+    used: int = 0
+
+    def take(self, n: int) -> None:
+        self.used += n
+        if self.used > self.limit:
+            raise InvalidInput(
+                f"the payload is larger than {self.limit} bytes {self.what} ({self.setting}); the cycle is refused "
+                "and the last good snapshot kept",
+                [FieldError(self.setting, f"more than {self.limit} bytes {self.what}")],
+            )
+
+    def give_back(self, n: int) -> None:
+        """Bytes that were discarded (a download retried from the start)."""
+        self.used = max(0, self.used - n)
+
+
+def counted(read: Callable[[int], bytes], budget: ByteBudget | None) -> Callable[[int], bytes]:
+    """`read` whose every returned byte is taken from `budget` (unchanged without one)."""
+    if budget is None:
+        return read
+
+    def take(n: int) -> bytes:
+        chunk = read(n)
+        budget.take(len(chunk))
+        return chunk
+
+    return take

@@ -2,7 +2,9 @@
 
 Dispatch is on the lower-cased Content-Type, by substring, in Krateo's order; we add Parquet and
 gzip sniffing, and answer InvalidInput where Krateo's exporter panicked (spec §13 item 49).
-CSV is streamed with bounded memory; JSON and gzip-wrapped Parquet are read whole.
+CSV is streamed with bounded memory; JSON and gzip-wrapped Parquet are read whole. Every byte the
+parsers get (after gunzip) is counted against the caller's `ByteBudget` (a gzip bomb stops at the
+cap), and JSON nesting is limited (functions.codecs.json_limits) before any parser runs.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
-from functions.codecs import azure_monitor, focusconfig_json, generic_json, prometheus_api
-from functions.codecs._streams import BomTrimmer, PeekReader
+from functions.codecs import azure_monitor, focusconfig_json, generic_json, json_limits, prometheus_api
+from functions.codecs._streams import BomTrimmer, ByteBudget, PeekReader, counted
 from functions.codecs.focus_csv import read_csv
 from functions.errors import FieldError, InvalidInput
 from functions.models.crs import Generic
@@ -73,15 +75,17 @@ def read_payload(
     *,
     generic: Generic | None = None,
     additional_variables: Mapping[str, str] = _EMPTY,
+    budget: ByteBudget | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Stream the body as string batches. Content type and JSON are checked before returning;
-    CSV errors (ragged row, missing BilledCost) are raised while iterating, and then invalidate
-    everything already yielded."""
+    CSV errors (ragged row, missing BilledCost) and an exceeded `budget` are raised while iterating,
+    and then invalidate everything already yielded."""
     fmt, gunzip = payload_format(content_type, path)
     raw = PeekReader(io.BytesIO(body).read if isinstance(body, bytes | bytearray | memoryview) else body.read)
-    stream = raw
-    if gunzip or raw.peek(2) == _GZIP_MAGIC:
-        stream = PeekReader(gzip.GzipFile(fileobj=raw, mode="rb").read)
+    if gunzip or raw.peek(2) == _GZIP_MAGIC:  # decompressed a block at a time, never whole
+        stream = PeekReader(counted(gzip.GzipFile(fileobj=raw, mode="rb").read, budget))
+    else:
+        stream = PeekReader(counted(raw.read, budget))
     with _decoding_errors():
         stream = BomTrimmer(stream)
         fmt = fmt or _octet_format(path, stream.peek(4))
@@ -131,7 +135,8 @@ def require_billed_cost(names: list[str]) -> int:
 
 
 def _json_documents(data: bytes) -> list[Any]:
-    """One or more concatenated JSON documents (one per fetched page)."""
+    """One or more concatenated JSON documents (one per fetched page), none nested too deep."""
+    json_limits.check_depth(data, where="payload")
     try:
         return [orjson.loads(data)]
     except orjson.JSONDecodeError:

@@ -7,6 +7,10 @@ Input:       the ExporterScraperConfig and its endpoint Secret (read through a R
 Output:      a new snapshot (sample table, Arrow IPC) and the `io.finops.export.completed` event;
              the snapshot as Prometheus text (streamed) or, negotiated, as Arrow IPC.
 Side effects: one fetch of the API (all pages); replaces the config's snapshot atomically.
+Limits:      FINOPS_EXPORT_MAX_BYTES (received, and again after gunzip), FINOPS_EXPORT_MAX_ROWS and
+             FINOPS_EXPORT_DEADLINE_S per cycle; beyond one the cycle fails (InvalidInput naming it, or
+             Unavailable for the deadline) before the snapshot is swapped. No call reaches a link-local or
+             cloud metadata address (FINOPS_OUTBOUND_ALLOW_LINK_LOCAL lists exceptions).
 Idempotency: keyed by the config: a re-run replaces the snapshot; a failed cycle keeps the last good one.
 Status:      functions.main writes the outcome into the CR (Ready/Synced, `status.lastExport`); bad input
              (InvalidInput) is a failed cycle: Ready=False and `io.finops.export.failed`, answered 200.
@@ -29,16 +33,21 @@ from pydantic import Field, ValidationError
 from functions.clients import endpoint as endpoint_client
 from functions.clients import kube
 from functions.clients.kube import ResourceReader
+from functions.clients.outbound import OutboundPolicy
 from functions.codecs import exposition, samples, sources
-from functions.errors import InvalidInput, field_errors
+from functions.codecs._streams import ByteBudget
+from functions.errors import FieldError, InvalidInput, field_errors
 from functions.logs import get_logger
 from functions.models.crs import ExporterConfigSpec, ExporterScraperConfig, ExporterScraperConfigSpec
 from functions.models.k8s import now_rfc3339, rejected_summary
 from functions.models.refs import ConfigRef
+from functions.settings import CollectionSettings, collection_settings
 from functions.storage.snapshots import SnapshotStore
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 EXPOSITION = "text/plain; version=0.0.4; charset=utf-8"
+MAX_BYTES_SETTING = "FINOPS_EXPORT_MAX_BYTES"
+MAX_ROWS_SETTING = "FINOPS_EXPORT_MAX_ROWS"
 
 log = get_logger("exporter")
 
@@ -90,9 +99,12 @@ class ExportResult:
         return rejected_summary(self.unvalued, self.rows, self.reasons)
 
 
-def handle(ref: ConfigRef, reader: ResourceReader, store: SnapshotStore, workdir: Path | None = None) -> ExportResult | None:
-    """Run one export cycle; None when the config no longer exists (nothing to do, not an error)."""
+def handle(ref: ConfigRef, reader: ResourceReader, store: SnapshotStore, workdir: Path | None = None,
+           settings: CollectionSettings | None = None) -> ExportResult | None:
+    """Run one export cycle; None when the config no longer exists (nothing to do, not an error).
+    `settings` gives the limits (default: the process's, from the environment)."""
     started = time.monotonic()
+    limits = settings or collection_settings()
     esc = load_config(ref, reader)
     if esc is None:
         log.info("config gone, nothing to export", extra={"config": str(ref)})
@@ -102,14 +114,17 @@ def handle(ref: ConfigRef, reader: ResourceReader, store: SnapshotStore, workdir
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryFile(dir=workdir) as dest:
-        fetched = endpoint_client.fetch(spec.api, ep, spec.additional_variables, dest=dest)
-        pages = list(_pages(dest, fetched))
-        source_batches = _parse_pages(pages, spec.api.path, esc)
+        fetched = endpoint_client.fetch(
+            spec.api, ep, spec.additional_variables, dest=dest,
+            policy=OutboundPolicy.guard_only(limits.outbound_allow_link_local),
+            budget=ByteBudget(limits.export_max_bytes, MAX_BYTES_SETTING, "received"), deadline_s=limits.export_deadline_s)
+        decompressed = ByteBudget(limits.export_max_bytes, MAX_BYTES_SETTING, "decompressed")
+        source_batches = _capped(_parse_pages(_pages(dest, fetched), spec.api.path, esc, decompressed), limits.export_max_rows)
         stats = samples.SampleStats()
         sample_batches = samples.to_samples(source_batches, spec.metric_type, spec.generic, str(ref), stats=stats)
         meta = {"finops.metric_type": spec.metric_type, "finops.created": datetime.now(UTC).isoformat()}
-        info = store.write(str(ref), sample_batches, meta)
-    result = ExportResult(str(ref), spec.metric_type, info.rows, info.bytes, len(pages), time.monotonic() - started,
+        info = store.write(str(ref), sample_batches, meta)  # swapped in only when every batch arrived
+    result = ExportResult(str(ref), spec.metric_type, info.rows, info.bytes, len(fetched.pages), time.monotonic() - started,
                           stats.rejected, tuple(stats.reasons), esc.spec.scraper_config is None, tuple(stats.skipped_columns))
     if result.unvalued:
         log.warning("rows without a usable value", extra={"config": str(ref), "unvalued": result.unvalued,
@@ -172,9 +187,23 @@ def _pages(dest: BinaryIO, fetched: endpoint_client.FetchResult) -> Iterator[tup
         yield io.BytesIO(dest.read(length)), ctype
 
 
-def _parse_pages(pages: list[tuple[BinaryIO, str]], path: str, esc: ExportingConfig) -> Iterator[pa.RecordBatch]:
+def _parse_pages(pages: Iterator[tuple[BinaryIO, str]], path: str, esc: ExportingConfig,
+                 budget: ByteBudget) -> Iterator[pa.RecordBatch]:
     spec = esc.spec.exporter_config
     for body, ctype in pages:
         yield from sources.read_payload(
-            body, ctype, path, spec.metric_type, generic=spec.generic, additional_variables=spec.additional_variables
+            body, ctype, path, spec.metric_type, generic=spec.generic, additional_variables=spec.additional_variables,
+            budget=budget,
         )
+
+
+def _capped(batches: Iterator[pa.RecordBatch], max_rows: int) -> Iterator[pa.RecordBatch]:
+    """The batches, refused (InvalidInput naming the setting) once they hold more than `max_rows` rows."""
+    rows = 0
+    for batch in batches:
+        rows += batch.num_rows
+        if rows > max_rows:
+            raise InvalidInput(
+                f"the API sent more than {max_rows} rows ({MAX_ROWS_SETTING}); the cycle is refused and the last "
+                "good snapshot kept", [FieldError(MAX_ROWS_SETTING, f"more than {max_rows} rows")])
+        yield batch

@@ -15,6 +15,8 @@ Side effects: none on the admission path (sideEffects: None): windows are cached
              io.finops.optimization.computed / .skipped go to K_SINK in the background.
 Idempotency: an admission is a pure function of the object, the data and the policy; a repeated
              review gets the same patch (cached windows), a repeated ping only bumps a label again.
+Outbound:    GET /optimize calls only the hosts of FINOPS_OUTBOUND_ALLOW (default the cluster's Services)
+             and the configured handler; every call passes the link-local guard (functions.clients.outbound).
 Never blocks: every failure, malformed review and timeout (FINOPS_OPTIMIZER_BUDGET_S, under the
              webhook's timeoutSeconds) answers `allowed: true` without a patch (so a usage read that fails
              never overwrites the previous spec.optimization), with the reason in the
@@ -43,8 +45,11 @@ from functions.clients import endpoint as endpoint_client
 from functions.clients import kube
 from functions.clients.db import Database
 from functions.clients.kube import ResourceReader
+from functions.clients.outbound import DEFAULT as GUARD_ONLY
+from functions.clients.outbound import OutboundPolicy
 from functions.clients.policy import PolicyEngine
-from functions.errors import FieldError, FinopsError, InvalidInput, Unavailable
+from functions.codecs import json_limits
+from functions.errors import FieldError, FinopsError, InvalidInput, Unauthorized, Unavailable
 from functions.logs import get_logger
 from functions.models import optimizer as model
 from functions.storage import tables
@@ -157,9 +162,11 @@ def review(body: bytes, deps: Deps) -> dict[str, Any]:
     """AdmissionReview in, AdmissionReview out; always allowed, within the budget, whatever happens."""
     started = time.monotonic()
     try:
-        raw = orjson.loads(body)
+        raw = json_limits.loads(body)
     except orjson.JSONDecodeError as exc:
         return _skip("admission.k8s.io/v1", "", "", "", f"malformed AdmissionReview: not JSON ({exc})", deps)
+    except InvalidInput as exc:
+        return _skip("admission.k8s.io/v1", "", "", "", f"malformed AdmissionReview: {exc.message}", deps)
     api, uid = model.request_uid(raw)
     try:
         parsed = model.AdmissionReview.model_validate(raw)
@@ -185,7 +192,7 @@ def review(body: bytes, deps: Deps) -> dict[str, Any]:
         return _skip(api, uid, subject, req.operation, exc.message, quiet)
     except Exception as exc:  # noqa: BLE001 - an admission never fails: fail open, say why
         log.exception("optimizer failed", extra={"subject": subject, "uid": uid})
-        return _skip(api, uid, subject, req.operation, f"internal error: {type(exc).__name__}: {exc}", quiet)
+        return _skip(api, uid, subject, req.operation, f"internal error ({type(exc).__name__}; the optimizer's log has the details)", quiet)
     return _answered(api, uid, subject, req.operation, decision, started, quiet)
 
 
@@ -203,8 +210,8 @@ def _answered(api: str, uid: str, subject: str, operation: str, decision: Decisi
 def fail_open(body: bytes, reason: str) -> dict[str, Any]:
     """An allowed answer echoing whatever uid the body carries, when the optimizer cannot even start."""
     try:
-        raw = orjson.loads(body)
-    except orjson.JSONDecodeError:
+        raw = json_limits.loads(body)
+    except (orjson.JSONDecodeError, InvalidInput):
         raw = None
     api, uid = model.request_uid(raw)
     return _skip(api, uid, "", "", reason, None)
@@ -359,19 +366,19 @@ def _handler_endpoint(source: model.UsageSource, deps: Deps) -> endpoint_client.
 
 
 def windows(endpoint: endpoint_client.Endpoint, table: str, resource_id: str, deps: Deps,
-            authorization: str | None = None) -> list[dict[str, Any]]:
+            authorization: str | None = None, policy: OutboundPolicy = GUARD_ONLY) -> list[dict[str, Any]]:
     """One resource's windows (one per metric), from the cache or the handler's usage notebook."""
     mode = deps.settings.mode
     # every credential is part of the key (hashed): a caller never gets windows its credentials could not read
     who = authorization if authorization is not None else repr(endpoint)
     key = (endpoint.server_url, hashlib.sha256(who.encode()).hexdigest(), table, resource_id, mode)
-    return deps.cache.get_or_compute(key, lambda: _compute_windows(endpoint, table, resource_id, deps, authorization))
+    return deps.cache.get_or_compute(key, lambda: _compute_windows(endpoint, table, resource_id, deps, authorization, policy))
 
 
 def _compute_windows(endpoint: endpoint_client.Endpoint, table: str, resource_id: str, deps: Deps,
-                     authorization: str | None) -> list[dict[str, Any]]:
+                     authorization: str | None, policy: OutboundPolicy) -> list[dict[str, Any]]:
     mode = deps.settings.mode
-    payload = usage(endpoint, table, resource_id, deps.settings.usage_notebook, authorization)
+    payload = usage(endpoint, table, resource_id, deps.settings.usage_notebook, authorization, policy)
     try:
         series = moving_window.parse_cyclic(payload)
     except ValueError as exc:
@@ -381,8 +388,9 @@ def _compute_windows(endpoint: endpoint_client.Endpoint, table: str, resource_id
 
 
 def usage(endpoint: endpoint_client.Endpoint, table: str, resource_id: str, notebook: str,
-          authorization: str | None = None) -> Any:
-    """POST <handler>/compute/<notebook> {table_name, resource_name}, as Krateo's microservice does."""
+          authorization: str | None = None, policy: OutboundPolicy = GUARD_ONLY) -> Any:
+    """POST <handler>/compute/<notebook> {table_name, resource_name}, as Krateo's microservice does;
+    `policy` says where the call (and any redirect) may go."""
     base = endpoint.server_url.rstrip("/")
     url = (base if base.endswith("/compute") else base + "/compute") + f"/{notebook}"
     headers = {"Accept": "application/json", "Content-Type": "application/json"}
@@ -390,10 +398,9 @@ def usage(endpoint: endpoint_client.Endpoint, table: str, resource_id: str, note
         headers["Authorization"] = authorization
     body = orjson.dumps({"table_name": table, "resource_name": resource_id})
     resp = endpoint_client.request("POST", url, endpoint=None if authorization else endpoint, headers=headers,
-                                   content=body, timeout=10.0)
+                                   content=body, timeout=10.0, policy=policy)
     if resp.status_code in (401, 403):
-        raise InvalidInput(f"the database handler refused the credentials ({resp.status_code})",
-                           [FieldError("Authorization", "refused by the database handler")])
+        raise Unauthorized(f"the database handler refused the credentials ({resp.status_code})")
     if resp.status_code == 422:
         raise InvalidInput(f"usage notebook {notebook!r} failed: {resp.text[:300]}", [FieldError("table_name", resp.text[:300])])
     if resp.status_code == 404:
@@ -410,24 +417,35 @@ def usage(endpoint: endpoint_client.Endpoint, table: str, resource_id: str, note
 def optimize_endpoint(args: Mapping[str, str], authorization: str | None, deps: Deps) -> dict[str, Any]:
     """Krateo's GET /optimize?resource_name=&table_name=&dbhandler_url=: one object for one resource.
 
-    The caller's Basic credentials are forwarded to the handler (Krateo's contract). No data -> the
+    The caller's Basic credentials are forwarded to the handler (Krateo's contract), and only to a
+    handler the allow-list names (request_policy): anything else is 403 before any call. No data -> the
     contract with empty from/to and resourceDelta 0 (Krateo's legacy code failed on an empty series).
     """
     missing = [k for k in ("resource_name", "table_name", "dbhandler_url") if not args.get(k)]
     if missing:
         raise InvalidInput("missing query parameters", [FieldError(k, "required") for k in missing])
+    policy = request_policy(deps.settings)
+    url = policy.check(args["dbhandler_url"], "dbhandler_url")
+    if url.query or url.fragment:
+        raise InvalidInput("dbhandler_url must be the handler's base URL, without a query or fragment",
+                           [FieldError("dbhandler_url", "query or fragment not allowed")])
     if not authorization:
         raise InvalidInput("Authorization (Basic, the database handler's credentials) is required",
                            [FieldError("Authorization", "missing")])
-    endpoint = endpoint_client.Endpoint(server_url=args["dbhandler_url"])
+    endpoint = endpoint_client.Endpoint(server_url=str(url))
     rid, table = args["resource_name"], args["table_name"]
-    items = windows(endpoint, table, rid, deps, authorization)
+    items = windows(endpoint, table, rid, deps, authorization, policy)
     for item in items:
         if item["metricname"] == PREFERRED_METRIC:
             return item
     if items:
         return items[0]
     return moving_window.optimize(rid, PREFERRED_METRIC, "Percent", [], deps.settings.mode)
+
+
+def request_policy(settings: model.OptimizerSettings) -> OutboundPolicy:
+    """Where a URL named by a request may point: FINOPS_OUTBOUND_ALLOW and the configured handler."""
+    return OutboundPolicy.for_requests(settings.outbound_allow, [settings.dbhandler_url])
 
 
 # ---- periodic day-2: Krateo's label trick, driven by a PingSource ---------------------------------------

@@ -29,7 +29,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from functions.codecs import focus_values
+from functions.codecs import focus_values, json_limits
 
 DOUBLE, TIMESTAMP, OBJECT, STRING = "DOUBLE", "TIMESTAMP", "OBJECT", "STRING"
 BOOKKEEPING = ("finops_source", "finops_run", "finops_ingested_at", "finops_part")
@@ -186,7 +186,7 @@ def parse_tags(text: str | None) -> dict[str, str] | None:
     stripped = text.strip()
     if stripped.startswith("{"):
         try:
-            obj = json.loads(stripped)
+            obj = None if json_limits.too_deep(stripped) else json.loads(stripped)
         except ValueError:
             obj = None
         if isinstance(obj, dict):
