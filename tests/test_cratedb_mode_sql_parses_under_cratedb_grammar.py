@@ -6,8 +6,8 @@ cratedb-sqlparse (CrateDB's ANTLR grammar): a real database handler (embedded en
 `Database` ignores the embedded banner and every caller takes its CrateDB path (statements one by
 one, `bulk_args`, no payloads by reference). This file is also the functions-framework source of
 that handler (target `recording_dbhandler`): the real dbhandler, which appends every statement
-reaching its `/_sql` to a log, whichever process sent it (the handler itself, this test, notebook
-processes). Statements are captured, never listed by hand, so new tables and statements are
+reaching its SQL protocol (the public `/_sql` and its own loopback listeners) to a log, whichever
+process sent it (the handler itself, this test, notebook processes). Statements are captured, never listed by hand, so new tables and statements are
 covered as soon as a flow sends them. `pytest -rP` (or `-s`) shows every statement, by flow.
 
 Cases (one test per flow; each parses every distinct statement the flow sent, lists them, names
@@ -81,13 +81,34 @@ _log_lock = threading.Lock()
 
 
 def recording_dbhandler(request: Any) -> Any:
-    """functions-framework target: the real dbhandler; each statement reaching /_sql is logged after its answer."""
+    """functions-framework target: the real dbhandler; each statement reaching its SQL protocol is logged
+    after its answer: the public `/_sql` and the handler's own loopback listeners (its uploads and its
+    notebooks' SQL go there, not through the request pool) all answer through `sqlapi.handle_sql`."""
     from functions.stages.dbhandler import service
 
-    answer = service.wsgi_answer(request)
-    if request.method == "POST" and request.path.rstrip("/") == "/_sql":
-        _record(request.get_data(), request.headers.get("Content-Encoding"), int(answer.status_code))
-    return answer
+    _record_sql_protocol()
+    return service.wsgi_answer(request)
+
+
+_recording: list[bool] = []
+
+
+def _record_sql_protocol() -> None:
+    """Wrap `sqlapi.handle_sql` once, in the handler's process only (this module is imported by tests too)."""
+    from functions.storage import sqlapi
+
+    with _log_lock:
+        if _recording:
+            return
+        answer_sql = sqlapi.handle_sql
+
+        def recorded(body: bytes, *args: Any, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+            status, answer = answer_sql(body, *args, **kwargs)
+            _record(body, kwargs.get("content_encoding"), status)
+            return status, answer
+
+        sqlapi.handle_sql = recorded  # type: ignore[assignment]
+        _recording.append(True)
 
 
 def _record(body: bytes, encoding: str | None, status: int) -> None:

@@ -14,7 +14,9 @@ kustomization (when `kubectl` exists); every knative/*.yaml listed in its kustom
 to existing Services whose FUNCTION_TARGET is a target of functions.main; every event type of
 functions.events.CATALOGUE is consumed by a Trigger or documented as terminal; RBAC covers every kind the
 bridge watches and never lists Secrets; every function Service has resources, probes, a restricted
-securityContext and scales to zero; the optimizer's
+securityContext and scales to zero; every Knative Service sets containerConcurrency, equal to
+functions-framework's THREADS (one worker), and the database handler's leaves threads beyond its
+notebook runs and has listener slots beyond its threads; the optimizer's
 MutatingWebhookConfiguration (CREATE and UPDATE, failurePolicy Ignore, a timeout above the optimizer's
 own budget) reaches a TLS Service whose Deployment runs the optimizer target with the certificate
 cert-manager injects.
@@ -445,6 +447,29 @@ def test_the_optimizer_webhook_only_reads_and_only_the_ping_labels() -> None:
 def test_every_function_service_is_cluster_local() -> None:
     for name, svc in _services().items():
         assert svc["metadata"]["labels"]["networking.knative.dev/visibility"] == "cluster-local", name
+
+
+@pytest.mark.parametrize("name", sorted(_services()))
+def test_every_service_bounds_its_concurrency_and_matches_its_worker_threads(name: str) -> None:
+    """Knative queues requests beyond containerConcurrency; functions-framework serves WORKERS x THREADS
+    at once. Equal, nothing waits inside the pod where the autoscaler cannot see it (0 = unbounded)."""
+    svc = _services()[name]
+    concurrency = svc["spec"]["template"]["spec"].get("containerConcurrency")
+    assert isinstance(concurrency, int) and concurrency > 0, f"{name}: set containerConcurrency"
+    env = _env(svc)
+    if "FUNCTION_TARGET" in env:
+        assert env.get("WORKERS", "1") == "1", f"{name}: one worker process (the embedded engine needs it)"
+        assert int(env["THREADS"]) == concurrency, f"{name}: THREADS {env.get('THREADS')} != containerConcurrency {concurrency}"
+
+
+def test_the_database_handler_has_threads_beyond_its_notebooks_and_listener_slots_beyond_its_threads() -> None:
+    from functions.stages.dbhandler.sandbox import NotebookSettings
+    from functions.stages.dbhandler.settings import DbHandlerSettings
+
+    threads = int(_env(_services()["dbhandler"])["THREADS"])
+    running = NotebookSettings.model_fields["max_running"].default
+    assert threads >= 2 * running + 4, "notebook runs (and those waiting for a slot) must leave threads for uploads"
+    assert DbHandlerSettings().sql_connections >= 2 * threads, "each request may hold two listener connections"
 
 
 # ---- each validator fails on a broken manifest ------------------------------------------------------

@@ -22,8 +22,11 @@ from typing import Any
 import orjson
 
 from functions.errors import Unauthorized
+from functions.logs import get_logger
 from functions.storage.dialect import SqlError
 from functions.storage.engine import Engine, SqlResult
+
+log = get_logger("storage.sqlapi")
 
 CRATEDB_COMPAT_VERSION = "5.10.0"
 """The CrateDB version the embedded server claims (the crate client reads it)."""
@@ -72,6 +75,10 @@ def handle_sql(
         answer = _dispatch(request, engine, types)
     except SqlError as exc:
         return exc.status, {"error": {"message": exc.message, "code": exc.code}}
+    except Exception:  # noqa: BLE001 - whatever failed, the caller gets CrateDB's JSON, never a bare 500
+        log.exception("embedded engine failure")
+        return 500, {"error": {"message": "SQLActionException[the embedded database failed on this statement; "
+                                          "the handler's log has the details]", "code": 5000}}
     answer["duration"] = round((time.perf_counter() - started) * 1000, 3)
     return 200, answer
 
@@ -128,20 +135,24 @@ def _result(result: SqlResult, types: bool) -> dict[str, Any]:
     return out
 
 
-def check_basic_auth(header: str | None, users: Mapping[str, str]) -> str:
+def check_basic_auth(header: str | None, users: Mapping[str, str], *, trust: bool = True) -> str:
     """The user named by an `Authorization: Basic` header whose password matches `users`.
 
-    An empty `users` mapping means authentication is off (CrateDB's trust method): the header's
-    user, or 'crate', is returned. Raises Unauthorized with CrateDB's wording otherwise.
+    With `trust` (CrateDB's behaviour), an empty `users` mapping means authentication is off (its
+    trust method: the header's user, or 'crate', is returned) and a user with an empty password logs
+    in with none. Without it (authenticated by default), both are refused. Raises Unauthorized with
+    CrateDB's wording.
     """
     user, password = _parse_basic(header)
-    if not users:
+    if not users and trust:
         return user or "crate"
     if user is None:
         raise Unauthorized("authentication required: missing or non-Basic Authorization header")
     expected = users.get(user)
     if expected is None or not hmac.compare_digest(expected.encode(), (password or "").encode()):
         raise Unauthorized(f'password authentication failed for user "{user}"')
+    if not expected and not trust:
+        raise Unauthorized(f'user "{user}" has an empty password, refused unless FINOPS_AUTH=open')
     return user
 
 

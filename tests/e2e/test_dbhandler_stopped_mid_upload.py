@@ -6,7 +6,9 @@ being healed by retries (those are covered by the idempotent-part tests).
 Cases, in order:
 - the first cycle (cr.applied) stores export v1 exactly;
 - the API publishes v2 (a restated period, some rows gone); `finops run` starts, and as soon as the
-  first part is in staging the dbhandler process (pid from stack.json) gets SIGKILL: the chain fails
+  first part is in staging the dbhandler process (pid from stack.json) and its gunicorn worker get
+  SIGKILL, as a container kill would (a worker outliving its master finishes its requests, its SQL
+  listener being its own, and the run would then succeed): the chain fails
   with the scraper's 503 and the event is dead-lettered;
 - the supervisor restarts the dbhandler (new pid, answers); the table still holds v1 exactly: no part
   of the interrupted run leaked in;
@@ -16,6 +18,7 @@ Cases, in order:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import signal
@@ -47,6 +50,24 @@ def staged_rows(stack: E2EStack) -> int:
         return 0
 
 
+def kill_with_descendants(pid: int) -> None:
+    """SIGKILL a process and every descendant (functions-framework's gunicorn master and its worker)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    doomed, frontier = [pid], [pid]
+    while frontier:
+        frontier = [child for child, parent in parents.items() if parent in frontier]
+        doomed += frontier
+    for victim in doomed:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGKILL)
+
+
 def test_killed_dbhandler_mid_upload_loses_and_duplicates_nothing(make_stack, tmp_path: Path) -> None:
     stack: E2EStack = make_stack(service_env={"scraper": {"FINOPS_UPLOAD_BATCH_ROWS": str(BATCH),
                                                           "FINOPS_UPLOAD_RETRIES": "0"}}, retry=0)
@@ -67,7 +88,7 @@ def test_killed_dbhandler_mid_upload_loses_and_duplicates_nothing(make_stack, tm
         runner = threading.Thread(target=lambda: outcome.append(stack.run(REF)))
         runner.start()
         wait_until(lambda: staged_rows(stack) > 0, timeout=60, poll=0.01, what="the first part in staging")
-        os.kill(old_pid, signal.SIGKILL)
+        kill_with_descendants(old_pid)
         runner.join(timeout=120)
         assert outcome, "finops run did not return"
         failed = outcome[0]

@@ -4,6 +4,12 @@ Routes: `GET /` (CrateDB banner in embedded mode), `POST /_sql` (embedded mode: 
 endpoint over the embedded engine), `POST /upload`, `/compute...` (notebooks: compute.py).
 Every exception becomes a JSON answer (functions.errors.http_answer); nothing crashes the process.
 
+No self-deadlock (embedded mode): the handler's own SQL client never calls this process's public
+port. Its statements go to an SQL listener with threads of its own (functions.storage.sql_listener,
+started once per process by `ready()`), and notebook runs get a second one, so a request never
+waits for a worker of the pool it is holding and notebooks cannot take the handler's own slots.
+The public `/_sql` runs on the engine in-process and waits on nothing but the engine's lock.
+
 Authentication (spec §9.1, minus its flaw): every request's Basic credentials are checked, each
 time. Krateo cached the first good connection and then accepted any credentials; we open a
 connection per request with that request's credentials. Base64-encoded user and password are
@@ -26,7 +32,15 @@ from pydantic import ValidationError
 
 from functions.clients.db import Database, connect
 from functions.codecs import records
-from functions.errors import FieldError, FinopsError, InvalidInput, Unauthorized, field_errors, http_answer
+from functions.errors import (
+    FieldError,
+    FinopsError,
+    InvalidInput,
+    Unauthorized,
+    Unavailable,
+    field_errors,
+    http_answer,
+)
 from functions.logs import get_logger
 from functions.stages.dbhandler import compute, schema, upload
 from functions.stages.dbhandler.settings import DbHandlerSettings
@@ -36,6 +50,7 @@ if TYPE_CHECKING:
     import flask
 
     from functions.storage.engine import Engine
+    from functions.storage.sql_listener import SqlListener
 
 log = get_logger("dbhandler")
 
@@ -63,6 +78,7 @@ def dispatch(
 ) -> Response:
     """Route one request; never raises."""
     try:
+        settings = ready(settings)
         return _route(method.upper(), "/" + path.strip("/"), query, headers, body, settings)
     except Exception as exc:  # noqa: BLE001 - the one place that turns everything into an answer
         answer, status, extra = http_answer(exc)
@@ -121,18 +137,24 @@ def _sql(method: str, query: Mapping[str, str], headers: Mapping[str, str], body
         return Response(404, {"error": "this handler runs in CrateDB mode: use CrateDB directly for SQL"})
     if method != "POST":
         return _not_allowed(method, "/_sql")
-    from functions.storage import sqlapi
+    from functions.storage import sql_listener, sqlapi
 
     try:
         sqlapi.check_basic_auth(compute.header(headers, "Authorization"), settings.users)
     except Unauthorized as exc:
         status, extra, text = sqlapi.unauthorized_answer(exc)
         return Response(status, text, {k: v for k, v in extra.items() if k != "Content-Type"}, "text/plain")
+    limit = settings.sql_max_body_bytes
+    try:  # inflated in bounded steps: a small gzip body must not become gigabytes in memory
+        body = sql_listener.inflate(body, compute.header(headers, "Content-Encoding"), limit)
+    except sql_listener.BodyTooLarge:
+        return Response(413, {"error": {"message": f"request body exceeds the limit of {limit} bytes once decompressed "
+                                                   "(FINOPS_DB_SQL_MAX_BODY_MB)", "code": 4130}})
     status, answer = sqlapi.handle_sql(
         body,
         engine(settings),
         default_schema=compute.header(headers, "Default-Schema"),
-        content_encoding=compute.header(headers, "Content-Encoding"),
+        content_encoding=None,
         types="types" in query,
     )
     return Response(status, answer)
@@ -297,18 +319,60 @@ def _b64(text: str) -> str:
 
 # ------------------------------------------------------------------------- process singletons
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _settings: DbHandlerSettings | None = None
 _engines: dict[str, Engine] = {}
+_listeners: dict[tuple[str, str], SqlListener] = {}  # (purpose, DuckDB file) -> this process's listener
 
 
 def current_settings(build: Callable[[], DbHandlerSettings] = DbHandlerSettings.from_env) -> DbHandlerSettings:
-    """Settings read once per process, on first use."""
+    """Settings read once per process, on first use (embedded mode: with its SQL listeners started)."""
     global _settings
     with _lock:
         if _settings is None:
-            _settings = build()
+            _settings = ready(build())
         return _settings
+
+
+def ready(settings: DbHandlerSettings) -> DbHandlerSettings:
+    """The settings with the ports of this process's SQL listeners (embedded mode), started once.
+
+    The handler's own clients (upload, findings, ledger, /compute's store) use `sql_url()`; notebook
+    runs get `notebook_sql_url()`: two listeners, so notebooks never hold the handler's slots.
+    Cheap when already started (a dict lookup): dispatch() calls it on every request.
+    """
+    if not settings.embedded:
+        return settings
+    own = _listener("sql", settings.sql_port, settings)
+    notebooks = _listener("notebook-sql", settings.notebook_sql_port, settings)
+    if (settings.sql_port, settings.notebook_sql_port) == (own.port, notebooks.port):
+        return settings
+    return settings.model_copy(update={"sql_port": own.port, "notebook_sql_port": notebooks.port})
+
+
+def _listener(purpose: str, port: int, settings: DbHandlerSettings) -> SqlListener:
+    """This process's listener for (purpose, DuckDB file); restarted in a forked child (threads do not fork)."""
+    import os
+
+    from functions.clients.callers import CallerSettings
+    from functions.storage.sql_listener import Limits, SqlListener
+
+    with _lock:
+        key = (purpose, settings.db_path)
+        found = _listeners.get(key)
+        if found is None or found.pid != os.getpid():
+            limits = Limits(settings.sql_connections, settings.sql_max_body_bytes, settings.sql_timeout_s)
+            try:
+                # what the public gate refuses (empty passwords, no users) the loopback listeners refuse too
+                trust = CallerSettings.from_env().mode == "open"
+                found = SqlListener(lambda: engine(settings), settings.users, port=port, limits=limits, name=purpose,
+                                    trust=trust)
+            except OSError as exc:  # e.g. a configured port in use: every request says so until it is free
+                log.error("SQL listener could not start", extra={"listener": purpose, "port": port, "error": str(exc)})
+                raise Unavailable(f"the embedded engine's {purpose} listener cannot bind 127.0.0.1:{port} "
+                                  f"({exc.strerror or exc}); free the port or set it to 0") from exc
+            _listeners[key] = found
+        return found
 
 
 def engine(settings: DbHandlerSettings) -> Engine:
