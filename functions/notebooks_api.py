@@ -9,14 +9,16 @@
         print_json({"rows": cur.fetchone()[0]})
 
 The handler starts notebooks with `python -c "from functions.notebooks_api import _main; _main()"
-<file> <host> <port> <user> <password> key=value ...`: Krateo's argv convention (spec §9.5), so old
-notebooks that read `sys.argv[1:5]` and parse `sys.argv[5:]` themselves keep working. `_main` reads
-the run's credentials from an inherited pipe (fd named by `FINOPS_NOTEBOOK_CREDENTIALS_FD`, read once
-and closed, so child processes never inherit them), connects, and runs the notebook file as
-`__main__` with Krateo's preamble names already defined: `sys`, `client` (crate.client), `eprint`,
-`host`, `port`, `username`, `password`, `connection`, `cursor`. Tracebacks point at the notebook's own
-lines (no injected lines). With the handler setting FINOPS_NOTEBOOK_ARGV_PASSWORD=false the password
-on argv is `-`: `password`, `credentials()` and `connect()` still carry the real one.
+<file> <host> <port> <user> -`. `_main` reads the run's credentials and parameters from an inherited
+fd (named by `FINOPS_NOTEBOOK_CREDENTIALS_FD`, read once and closed, so child processes never inherit
+them) and rebuilds Krateo's argv in-process: `sys.argv` is `[file, host, port, user, password,
+key=value, ...]` (Krateo's convention), so old notebooks that read `sys.argv[1:5]` and parse
+`sys.argv[5:]` themselves keep working, while the process's real command line (`/proc/<pid>/cmdline`,
+`ps`) shows `-` for the password and no parameters (parameters of any size: no argv limit). Then it
+connects and runs the notebook file as `__main__` with Krateo's preamble names already defined:
+`sys`, `client` (crate.client), `eprint`, `host`, `port`, `username`, `password`, `connection`,
+`cursor`. Tracebacks point at the notebook's own lines (no injected lines). A notebook process has no
+DNS (the fence allows no UDP): a database host name is resolved by the handler and pinned here.
 
 Exit codes the handler reads: 0 ok; 75 the database could not be reached (answered 503, retried);
 86 MemoryError (the memory limit); anything else a notebook failure.
@@ -29,6 +31,7 @@ import contextlib
 import json
 import os
 import runpy
+import socket
 import sys
 import traceback
 from dataclasses import dataclass
@@ -100,20 +103,35 @@ def print_json(value: Any) -> None:
 # ------------------------------------------------------------------------------- the runner
 
 
-def _read_pipe() -> Credentials | None:
-    """Read and close the credentials pipe the handler passed (if any); drop its env variable."""
+def _read_run() -> dict[str, Any] | None:
+    """Read and close the run fd the handler passed (if any): credentials, parameters, pinned addresses."""
     fd_text = os.environ.pop(CREDENTIALS_FD_ENV, "")
     if not fd_text:
         return None
     fd = int(fd_text)
     chunks = []
     try:
-        while chunk := os.read(fd, 65536):
+        while chunk := os.read(fd, 1 << 20):
             chunks.append(chunk)
     finally:
         os.close(fd)
-    data = json.loads(b"".join(chunks))
-    return Credentials(str(data["url"]), str(data["username"]), str(data["password"]))
+    data: dict[str, Any] = json.loads(b"".join(chunks))
+    return data
+
+
+def _pin(addresses: dict[str, list[str]]) -> None:
+    """Resolve these host names to the handler's answer (notebooks cannot ask DNS themselves)."""
+    if not addresses:
+        return
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        name = host.decode() if isinstance(host, bytes) else host
+        if name in addresses:
+            return [info for address in addresses[name] for info in real(address, port, *args, **kwargs)]
+        return real(host, port, *args, **kwargs)
+
+    socket.getaddrinfo = getaddrinfo
 
 
 def _host_port(url: str) -> tuple[str, str]:
@@ -140,11 +158,17 @@ def _preamble(path: str) -> dict[str, Any]:
 
 
 def _main() -> None:
-    """Entry point of a notebook process: argv = ['-c', file, host, port, user, password, k=v...]."""
+    """Entry point of a notebook process: argv = ['-c', file, host, port, user, password or '-']."""
     global _credentials
     sys.argv = sys.argv[1:]
     path = sys.argv[0]
-    _credentials = _read_pipe()
+    run = _read_run()
+    if run is not None:
+        _credentials = Credentials(str(run["url"]), str(run["username"]), str(run["password"]))
+        sys.argv[4:] = [_credentials.password]  # in this process only: the command line keeps `-`
+        if "params" in run:
+            sys.argv += [f"{k}={v}" for k, v in run["params"]]
+        _pin(run.get("resolve") or {})
     names = _preamble(path)
     try:
         runpy.run_path(path, init_globals=names, run_name="__main__")

@@ -7,7 +7,7 @@ Cases:
 - 39 list `[]` without a table, `[["a"], ["b"]]` after uploads; info 200 `{"notebook", "code"}`, 404
   with `"code": ""` for an unknown name;
 - 40 delete answers 200 `{"result": "deleted"}`, also for unknown names and without a table;
-- 41 run: argv host, port, user, password, then `k=v` in the caller's order (values with `=` whole);
+- 41 run: argv host, port (the notebooks' SQL listener), user, password, then `k=v` in the caller's order (values with `=` whole);
   stdout with newlines stripped at both ends; JSON content type when Accept is or includes
   application/json, text/plain otherwise; an empty body means no parameters;
 - 42 shapes: GET elsewhere under /compute -> 400 `URL composition incorrect`; other methods and
@@ -143,7 +143,8 @@ def test_run_passes_krateo_argv_and_strips_newlines(server: DbHandler) -> None:
     assert answer.status_code == 200
     assert not answer.text.startswith("\n") and not answer.text.endswith("\n")
     got = answer.json()
-    port = str(server.port)
+    port = str(server.notebook_sql_port)  # the notebooks' own SQL listener, never the handler's request port
+    assert port != str(server.port)
     assert got["argv"] == ["127.0.0.1", port, "finops", "s3cret", "b=2", "a=x=y=z", "c="]
     assert got["names"] == ["127.0.0.1", port, "finops", "s3cret"]
 

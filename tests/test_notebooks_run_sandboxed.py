@@ -3,24 +3,28 @@
 Cases:
 - an infinite loop is killed at FINOPS_NOTEBOOK_TIMEOUT with a clear 504, a child it started dies
   with it, and the handler keeps answering;
-- a notebook allocating too much memory is stopped (422 naming the memory limit);
-- a notebook writing more than FINOPS_NOTEBOOK_MAX_FILE_MB is stopped (422 naming the file limit);
+- a notebook allocating too much memory is stopped (422 naming the memory limit), one spinning past
+  FINOPS_NOTEBOOK_CPU_SECONDS too (422 naming the setting);
+- a notebook printing more than FINOPS_NOTEBOOK_MAX_OUTPUT_MB is stopped there, long before its
+  timeout (422 naming the setting); one writing a file over FINOPS_NOTEBOOK_MAX_FILE_MB gets 422 too;
 - a notebook finds none of the handler's settings or secrets (another user's password, a canary
-  variable) in its environment (os.environ and /proc/self/environ), arguments or working directory;
-  with FINOPS_NOTEBOOK_ARGV_PASSWORD=false the caller's password is not on argv or
-  /proc/self/cmdline, yet `functions.notebooks_api.connect()` and the preamble's `password` work;
-  the credentials pipe is closed before the notebook's code runs (no pipe among its fds);
+  variable) in its environment (os.environ and /proc/self/environ), command line or working
+  directory; the caller's password is not on /proc/self/cmdline (`-` there, the default), yet
+  `sys.argv[4]`, `functions.notebooks_api.connect()` and the preamble's `password` carry it; the run
+  fd is closed before the notebook's code runs (no pipe or memfd among its fds);
 - unauthenticated, wrongly authenticated and unknown-user calls are refused (401) even right after
   a correct call, on every /compute route, and a correct call works again afterwards;
 - notebooks_api.params() keeps values containing `=` whole; Krateo-style argv parsing still works;
 - the temporary directory (code and working dir) is removed after a success, a failure and a timeout;
-- a run answers 503 with Retry-After when the notebook could not reach the database (exit 75).
+- a run answers 503 with Retry-After when the notebook could not reach the database (exit 75), and
+  503 without running any notebook code when its fence cannot be built.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,7 +39,7 @@ CANARY = "canary-9f3b1c"
 ADMIN_PASSWORD = "adm1n-only-secret"
 USERS = {"finops": "s3cret", "admin": ADMIN_PASSWORD}
 LIMITS = {"FINOPS_NOTEBOOK_TIMEOUT": "2", "FINOPS_NOTEBOOK_MEMORY_MB": "300", "FINOPS_NOTEBOOK_MAX_FILE_MB": "1",
-          "FINOPS_NOTEBOOK_ARGV_PASSWORD": "false", "FINOPS_HANDLER_CANARY": CANARY}
+          "FINOPS_NOTEBOOK_MAX_OUTPUT_MB": "1", "FINOPS_HANDLER_CANARY": CANARY}
 
 SNOOP = """import json, os
 from functions import notebooks_api
@@ -52,8 +56,10 @@ found["preamble_password"] = password
 found["api_password"] = notebooks_api.credentials().password
 found["pipes"] = []
 for n in os.listdir("/proc/self/fd"):
+    if n in ("0", "1", "2"):  # stdout is the launcher's pipe
+        continue
     try:
-        if "pipe:" in os.readlink(f"/proc/self/fd/{n}"):
+        if "pipe:" in os.readlink(f"/proc/self/fd/{n}") or "memfd:" in os.readlink(f"/proc/self/fd/{n}"):
             found["pipes"].append(n)
     except OSError:  # the listing's own descriptor
         pass
@@ -81,29 +87,35 @@ def put(server: DbHandler, name: str, code: str) -> None:
     assert post(server, f"/compute/{name}/upload?overwrite=true", code.encode()).json() == {"result": True}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    return "State:\tZ" not in state
+def running_with(marker: str) -> list[int]:
+    """Live processes (zombies aside) whose command line holds `marker`: pids inside a notebook's PID
+    namespace are not the host's, so children are found by a unique argument instead."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            state = Path(f"/proc/{entry}/status").read_text()
+        except OSError:
+            continue
+        if marker.encode() in cmdline and "State:\tZ" not in state:
+            found.append(int(entry))
+    return found
 
 
 def test_infinite_loop_is_killed_at_the_timeout_with_its_children(server: DbHandler) -> None:
-    put(server, "loop", "import subprocess, os\nchild = subprocess.Popen(['sleep', '300'])\n"
-                        "eprint('child', child.pid, 'dir', os.getcwd(), flush=True)\nwhile True:\n    pass\n")
+    marker = f"{300 + random.random():.9f}"
+    put(server, "loop", f"import subprocess, os\nchild = subprocess.Popen(['sleep', '{marker}'])\n"
+                        "eprint('dir', os.getcwd(), flush=True)\nwhile True:\n    pass\n")
     started = time.monotonic()
     answer = post(server, "/compute/loop")
     elapsed = time.monotonic() - started
     assert answer.status_code == 504 and 2 <= elapsed < 10
     body = answer.json()
     assert body["error"] == "notebook 'loop' timed out after 2 s and was killed"
-    words = body["stderr"].split()
-    child, workdir = int(words[1]), words[3]
-    deadline = time.monotonic() + 5
-    while _alive(child) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(child)
+    workdir = body["stderr"].split()[1]
+    assert running_with(marker) == []  # dead before the answer was sent
     assert not Path(workdir).exists()
     put(server, "after-loop", "print('still here')\n")
     assert post(server, "/compute/after-loop").text == "still here"
@@ -116,10 +128,36 @@ def test_memory_hog_is_stopped(server: DbHandler) -> None:
     assert "ran out of memory (limit 300 MiB)" in answer.json()["error"]
 
 
-def test_huge_output_is_stopped(server: DbHandler) -> None:
-    put(server, "chatty", "line = 'x' * 1023\nfor _ in range(4096):\n    print(line)\n")
+def test_huge_output_is_stopped_at_the_output_limit(server: DbHandler) -> None:
+    put(server, "chatty", "line = 'x' * 1023\nwhile True:\n    print(line)\n")
+    started = time.monotonic()
     answer = post(server, "/compute/chatty")
-    assert answer.status_code == 422 and "more than 1 MiB" in answer.json()["error"]
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"] == ("notebook 'chatty' wrote more than 1 MiB of output (FINOPS_NOTEBOOK_MAX_OUTPUT_MB) "
+                                      "and was stopped")
+    assert time.monotonic() - started < 2  # stopped at the cap, not at the 2 s timeout
+
+
+def test_output_just_under_the_limit_is_answered_whole(server: DbHandler) -> None:
+    put(server, "big-answer", "import sys\nsys.stdout.write('\\n' + 'y' * (1024 * 1024 - 3) + '\\n\\n')\n")
+    answer = post(server, "/compute/big-answer")
+    assert answer.status_code == 200 and answer.content == b"y" * (1024 * 1024 - 3)
+
+
+def test_cpu_hog_is_stopped_at_the_cpu_limit(server: DbHandler) -> None:
+    settings = sandbox.NotebookSettings(FINOPS_NOTEBOOK_CPU_SECONDS=1, FINOPS_NOTEBOOK_TIMEOUT=20)
+    creds = sandbox.DbCredentials(f"http://127.0.0.1:{server.notebook_sql_port}", "finops", "s3cret")
+    result = sandbox.run("spin", "while True:\n    pass\n", creds, {}, settings)
+    answer = compute.outcome("spin", result, "", settings)
+    assert answer.status == 422, (result, answer.body)
+    assert answer.body["error"] == "notebook 'spin' used more than 1 s of CPU (FINOPS_NOTEBOOK_CPU_SECONDS)"
+    assert result.seconds < 10 and not result.timed_out
+
+
+def test_big_file_is_stopped_at_the_file_limit(server: DbHandler) -> None:
+    put(server, "big-file", "with open('out.bin', 'wb') as fh:\n    fh.write(b'z' * 2 * 1024 * 1024)\n")
+    answer = post(server, "/compute/big-file")
+    assert answer.status_code == 422 and "wrote more than 1 MiB to a file" in answer.json()["error"]
 
 
 def test_notebook_sees_no_handler_settings_or_secrets(server: DbHandler) -> None:
@@ -131,7 +169,8 @@ def test_notebook_sees_no_handler_settings_or_secrets(server: DbHandler) -> None
     everything = json.dumps({k: found[k] for k in ("environ", "proc_environ", "argv", "cmdline", "files", "cwd")})
     for secret in (CANARY, ADMIN_PASSWORD, "FINOPS_DB_USERS", "FINOPS_DB_PATH", str(server.db_path)):
         assert secret not in everything
-    assert "s3cret" not in found["cmdline"] and found["argv"][4] == "-"  # the caller's own password: not on argv
+    assert "s3cret" not in found["cmdline"] and found["cmdline"].split("\0")[7] == "-"  # not on the command line
+    assert found["argv"][4] == "s3cret"  # but where Krateo's notebooks read it
     assert found["files"] == [] and found["cwd"].endswith("/work")
     assert found["api_query"] == [[1]]
     assert found["preamble_password"] == found["api_password"] == "s3cret"
@@ -139,11 +178,11 @@ def test_notebook_sees_no_handler_settings_or_secrets(server: DbHandler) -> None
     assert not Path(found["file"]).exists() and not Path(found["cwd"]).exists()
 
 
-def test_argv_password_is_kept_for_krateo_notebooks_by_default(tmp_path: Path) -> None:
-    handler = start_dbhandler(tmp_path, users=USERS)
+def test_argv_password_on_the_command_line_only_when_asked(tmp_path: Path) -> None:
+    handler = start_dbhandler(tmp_path, env={"FINOPS_NOTEBOOK_ARGV_PASSWORD": "true"}, users=USERS)
     try:
-        put(handler, "old-style", "print(sys.argv[4])\n")
-        assert post(handler, "/compute/old-style").text == "s3cret"
+        put(handler, "old-style", "print(sys.argv[4], open('/proc/self/cmdline').read().split('\\0')[7])\n")
+        assert post(handler, "/compute/old-style").text == "s3cret s3cret"
     finally:
         handler.stop()
 
@@ -179,10 +218,22 @@ def test_temp_dir_is_removed_after_a_failure(server: DbHandler) -> None:
 
 
 def test_database_unreachable_is_503_with_retry_after() -> None:
-    result = sandbox.RunResult(sandbox.EXIT_DB_UNAVAILABLE, "", "error while connecting to database: refused", False, 0.1)
+    result = sandbox.RunResult(sandbox.EXIT_DB_UNAVAILABLE, b"", "error while connecting to database: refused", False, 0.1)
     answer = compute.outcome("n", result, "", sandbox.NotebookSettings())
     assert (answer.status, answer.headers) == (503, {"Retry-After": "5"})
     assert "could not reach the database" in answer.body["error"]
+
+
+def test_a_fence_that_cannot_be_built_is_503_and_runs_nothing(server: DbHandler) -> None:
+    real = sandbox.NotebookSettings()
+    plan = sandbox.fence_plan(real)
+    broken = sandbox.NotebookSettings(FINOPS_NOTEBOOK_PYTHON="/nonexistent/python3")  # exec fails inside the fence
+    creds = sandbox.DbCredentials(f"http://127.0.0.1:{server.notebook_sql_port}", "finops", "s3cret")
+    result = sandbox.run("never", "print('ran')\n", creds, {}, broken, plan)
+    assert result.fence_error.startswith("FileNotFoundError") and result.stdout == b""
+    answer = compute.outcome("never", result, "", broken)
+    assert answer.status == 503 and "its fence could not be built" in answer.body["error"]
+    assert "FileNotFoundError" not in json.dumps(answer.body)
 
 
 def test_runner_and_handler_agree_on_exit_codes_and_pipe_name() -> None:

@@ -3,23 +3,27 @@
 | request | answer |
 |---|---|
 | GET `/compute/list` | 200 `[["name"], ...]`, `[]` without a notebook table |
+| GET `/compute/fence` | 200: what the notebook fence builds on this kernel, what is missing, whether runs are refused |
 | GET `/compute/<n>/info` | 200 `{"notebook", "code"}`; 404 `{"notebook", "code": "", "error"}` |
 | GET anything else under `/compute` | 400 `{"error": "URL composition incorrect"}` |
 | POST `/compute/<n>/upload[?overwrite=true]` | 200 `{"result": true}` (insert if absent; exactly `overwrite=true` upserts); `{"result": false}` for an empty body; 400 for code that is not valid Python or UTF-8 |
 | DELETE `/compute/<n>` | 200 `{"result": "deleted"}`, also for unknown names and without a table; 500 `{"result": "error"}` on a SQL error |
-| POST `/compute/<n>` | JSON object of string parameters -> 200 stdout (newlines stripped at both ends; JSON content type when Accept includes application/json, else text/plain); 404 unknown notebook; 422 notebook failed (stderr in the body); 504 timed out; 503 database unreachable or too many runs |
+| POST `/compute/<n>` | JSON object of string parameters -> 200 stdout (newlines stripped at both ends; JSON content type when Accept includes application/json, else text/plain); 404 unknown notebook; 422 notebook failed or hit a limit (stderr in the body); 504 timed out; 503 database unreachable, too many runs, or the fence cannot be built (FINOPS_NOTEBOOK_FENCE=required) |
 | other methods/shapes | 405 `{"error": "URL composition or methods are incorrect"}` |
 | no/wrong Basic auth | 401, checked on every call with that call's credentials |
 
 Differences from Krateo (each a fix, listed in the README): failed notebooks are not 200; names and
 SQL are parameters, never interpolated; `\\"` in stored code is not rewritten; the run uses the
-CALLER's credentials, not a cached first connection's; timeouts, limits and clean-up (stages/dbhandler/sandbox.py).
+CALLER's credentials, not a cached first connection's; timeouts, limits, a kernel fence and clean-up
+(stages/dbhandler/sandbox.py, fence.py).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import signal
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -39,7 +43,7 @@ TABLE = "notebook_table"
 DDL = f"CREATE TABLE IF NOT EXISTS {TABLE} (notebook_name STRING PRIMARY KEY, data TEXT)"
 URL_INCORRECT = "URL composition incorrect"
 URL_METHOD_INCORRECT = "URL composition or methods are incorrect"
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,252}")  # always fullmatch: `$` would let a trailing newline through
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
 _MEMORY_SIGNALS = {-signal.SIGKILL, -signal.SIGSEGV, -signal.SIGABRT, -signal.SIGBUS}
@@ -72,6 +76,8 @@ def handle(method: str, path: str, query: Mapping[str, str], headers: Mapping[st
         if method == "GET":
             if parts == ["list"]:
                 return Answer(200, list_notebooks(db))
+            if parts == ["fence"]:
+                return Answer(200, fence_plan(settings).report())
             if len(parts) == 2 and parts[1] == "info":
                 return info(db, _name(parts[0]))
             return Answer(400, {"error": URL_INCORRECT})
@@ -81,8 +87,11 @@ def handle(method: str, path: str, query: Mapping[str, str], headers: Mapping[st
             params = _params(body)
             code = load(db, _name(parts[0]))
             db.close()  # not held during the run
-            creds = sandbox.DbCredentials(settings.sql_url(), user, password)
-            return run(parts[0], code, creds, params, header(headers, "Accept") or "", notebook_settings())
+            plan = fence_plan(settings)
+            if plan.refused:
+                return refused(plan)
+            creds = sandbox.DbCredentials(settings.notebook_sql_url(), user, password)
+            return run(parts[0], code, creds, params, header(headers, "Accept") or "", notebook_settings(), plan)
         if method == "DELETE" and len(parts) == 1 and parts[0]:
             return delete(db, _name(parts[0]))
         return Answer(405, {"error": URL_METHOD_INCORRECT})
@@ -165,32 +174,61 @@ def delete(db: Database, name: str) -> Answer:
 # --------------------------------------------------------------------------------------- runs
 
 
+def fence_plan(settings: DbHandlerSettings) -> sandbox.FencePlan:
+    """This process's fence (probed once), checked to hide the database file and other runs' directories."""
+    hidden = [tempfile.gettempdir()]
+    if settings.embedded and settings.db_path != ":memory:":
+        hidden.append(os.path.dirname(os.path.abspath(settings.db_path)))
+    return sandbox.fence_plan(notebook_settings(), tuple(hidden))
+
+
+def refused(plan: sandbox.FencePlan) -> Answer:
+    """503: the fence cannot be built here; a deployment condition, named, with the switch that decides."""
+    return Answer(503, {"error": "notebooks are refused: this kernel or container cannot build the notebook fence "
+                                 "(FINOPS_NOTEBOOK_FENCE=required; `warn` runs them with what there is)",
+                        "missing": list(plan.missing)})
+
+
 def run(name: str, code: str, creds: sandbox.DbCredentials, params: dict[str, str], accept: str,
-        limits: sandbox.NotebookSettings) -> Answer:
-    result = sandbox.run(name, code, creds, params, limits)
+        limits: sandbox.NotebookSettings, plan: sandbox.FencePlan | None = None) -> Answer:
+    plan = plan or sandbox.fence_plan(limits)
+    if plan.missing and plan.mode == "warn":
+        log.warning("notebook runs without a complete fence", extra={"notebook": name, "missing": list(plan.missing)})
+    result = sandbox.run(name, code, creds, params, limits, plan)
     answer = outcome(name, result, accept, limits)
     log.info("notebook run", extra={"notebook": name, "user": creds.username, "params": sorted(params),
                                     "exit_code": result.exit_code, "timed_out": result.timed_out,
-                                    "seconds": round(result.seconds, 3), "status": answer.status})
+                                    "seconds": round(result.seconds, 3), "status": answer.status,
+                                    "output_bytes": len(result.stdout)})
+    if result.fence_error:
+        log.error("notebook fence failed", extra={"notebook": name, "error": result.fence_error})
     return answer
 
 
 def outcome(name: str, result: sandbox.RunResult, accept: str, limits: sandbox.NotebookSettings) -> Answer:
     """The HTTP answer for a finished run (pure)."""
     stderr = result.stderr.strip("\n")
+    if result.fence_error:
+        return Answer(503, {"error": f"notebook {name!r} did not run: its fence could not be built (the reason is in "
+                                     "the handler's log, `notebook fence failed`)"})
     if result.timed_out:
         return _failed(504, f"notebook {name!r} timed out after {limits.timeout_s:g} s and was killed", result, stderr)
+    if result.stopped == "output":
+        return _failed(422, f"notebook {name!r} wrote more than {limits.max_output_mb} MiB of output "
+                            "(FINOPS_NOTEBOOK_MAX_OUTPUT_MB) and was stopped", result, stderr)
     code = result.exit_code
     if code == 0:
-        return Answer(200, result.stdout.strip("\n").encode("utf-8"), JSON if wants_json(accept) else TEXT)
+        return Answer(200, result.stdout, JSON if wants_json(accept) else TEXT)
     if code == sandbox.EXIT_DB_UNAVAILABLE:
         answer = _failed(503, f"notebook {name!r} could not reach the database", result, stderr)
         answer.headers["Retry-After"] = "5"
         return answer
+    if code == -signal.SIGXCPU or (code == -signal.SIGKILL and result.cpu_s >= limits.cpu_s):
+        return _failed(422, f"notebook {name!r} used more than {limits.cpu_s} s of CPU (FINOPS_NOTEBOOK_CPU_SECONDS)", result, stderr)
     if code == sandbox.EXIT_MEMORY or code in _MEMORY_SIGNALS or "MemoryError" in stderr[-2000:]:
         return _failed(422, f"notebook {name!r} ran out of memory (limit {limits.memory_mb} MiB) or crashed", result, stderr)
     if "[Errno 27]" in stderr or code == -signal.SIGXFSZ:
-        return _failed(422, f"notebook {name!r} wrote more than {limits.max_file_mb} MiB to a file or its output", result, stderr)
+        return _failed(422, f"notebook {name!r} wrote more than {limits.max_file_mb} MiB to a file", result, stderr)
     return _failed(422, f"notebook {name!r} failed with exit code {code}", result, stderr)
 
 

@@ -1,69 +1,99 @@
-"""Running one notebook: a limited, short-lived subprocess that sees nothing of the handler.
+"""Running one notebook: a fenced, limited, short-lived process tree that sees nothing of the handler.
 
-Per run: a fresh temporary directory (`code/<name>.py` plus an empty `work/` that is the working
-directory, HOME and TMPDIR) removed afterwards; a scrubbed environment (PATH, LANG, HOME, TMPDIR,
-PYTHONPATH and the credentials pipe's fd number, nothing else: none of the handler's FINOPS_*
-settings); the caller's credentials through an inherited pipe (read once by
-functions.notebooks_api and closed), and on argv only where Krateo compatibility wants them
-(FINOPS_NOTEBOOK_ARGV_PASSWORD); rlimits set in the child before exec (address space, file size,
-which also caps stdout and stderr since they go to files, no core dumps); a wall-clock timeout after
-which the whole process group is killed. Stray children of a notebook are killed with its group when
-it ends. Limits of this design (documented): the notebook runs as the handler's user, so absolute
-paths the handler can read (and a child that leaves the process group) are not fenced off.
+Per run: a fresh temporary directory (`code/<name>.py`, `lib/functions` -> the package, and an
+empty `work/` that is the working directory, HOME and TMPDIR) removed afterwards; a scrubbed
+environment (PATH, LANG, HOME, TMPDIR, PYTHONPATH and the run fd's number: none of the handler's
+FINOPS_* settings); the caller's credentials and the run's parameters through an inherited memfd
+(read once by functions.notebooks_api and closed; nothing secret or large on a command line: argv
+shows `-` for the password, and parameters of any size never meet the kernel's argv limit).
+
+The process tree and its fence are stages/dbhandler/fence.py: the launcher applies the wall-clock
+timeout, caps stdout (FINOPS_NOTEBOOK_MAX_OUTPUT_MB: the run is stopped there, so output is held
+once, never more than the cap), and leaves no descendant alive; the notebook process builds
+Landlock, seccomp, a PID namespace, a uid of its own and rlimits on itself before exec. What this
+kernel offers is probed once per process (`fence_plan`); FINOPS_NOTEBOOK_FENCE decides what a
+missing part means: `required` (default) refuses runs with 503 naming it, `warn` runs with what
+there is and logs a warning per run, `off` builds no kernel fence (trusted notebooks only).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
-import resource
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field
 
 from functions.errors import Unavailable
+from functions.logs import get_logger
 from functions.settings import _EnvSettings
+from functions.stages.dbhandler import fence
+
+log = get_logger("dbhandler.sandbox")
 
 RUNNER = "from functions.notebooks_api import _main; _main()"
 CREDENTIALS_FD_ENV = "FINOPS_NOTEBOOK_CREDENTIALS_FD"  # functions.notebooks_api reads the same name
 EXIT_DB_UNAVAILABLE = 75
 EXIT_MEMORY = 86
+EXIT_FENCE = fence.EXIT_FENCE
 STDERR_TAIL = 64 * 1024
+GRACE_S = 10.0  # the launcher enforces the timeout; the handler kills it only if it overstays by this much
 _MIB = 1024 * 1024
+PACKAGE_DIR = Path(__file__).resolve().parents[2]  # functions/
 
 
 class NotebookSettings(_EnvSettings):
-    """Limits of notebook runs (`POST /compute/<name>`)."""
+    """Limits and fence of notebook runs (`POST /compute/<name>`)."""
 
-    timeout_s: float = Field(default=120.0, gt=0, alias="FINOPS_NOTEBOOK_TIMEOUT", description="Seconds a notebook may run before its process group is killed (answer 504).")
+    timeout_s: float = Field(default=120.0, gt=0, alias="FINOPS_NOTEBOOK_TIMEOUT", description="Seconds a notebook may run before it and every process it started are killed (answer 504).")
     memory_mb: int = Field(default=1024, ge=64, alias="FINOPS_NOTEBOOK_MEMORY_MB", description="Address-space limit of a notebook process, MiB (RLIMIT_AS; answer 422 when hit).")
-    max_file_mb: int = Field(default=256, ge=1, alias="FINOPS_NOTEBOOK_MAX_FILE_MB", description="Largest file a notebook may write, its stdout and stderr included, MiB (RLIMIT_FSIZE).")
-    max_running: int = Field(default=4, ge=1, alias="FINOPS_NOTEBOOK_MAX_RUNNING", description="Notebooks running at once per handler process; more wait up to 10 s, then 503 + Retry-After.")
-    argv_password: bool = Field(default=True, alias="FINOPS_NOTEBOOK_ARGV_PASSWORD", description="Put the caller's password on the notebook's argv (Krateo's convention, readable in /proc/<pid>/cmdline); false puts `-` there and notebooks read it through functions.notebooks_api.")
+    max_file_mb: int = Field(default=256, ge=1, alias="FINOPS_NOTEBOOK_MAX_FILE_MB", description="Largest file a notebook may write in its work directory, its stderr included, MiB (RLIMIT_FSIZE).")
+    max_output_mb: int = Field(default=32, ge=1, alias="FINOPS_NOTEBOOK_MAX_OUTPUT_MB", description="Largest stdout of a run, MiB: the answer body. A run writing more is stopped there (answer 422).")
+    max_running: int = Field(default=4, ge=1, le=500, alias="FINOPS_NOTEBOOK_MAX_RUNNING", description="Notebooks running at once per handler process; more wait up to 10 s, then 503 + Retry-After.")
+    max_processes: int = Field(default=64, ge=1, alias="FINOPS_NOTEBOOK_MAX_PROCESSES", description="Processes and threads one run may have (RLIMIT_NPROC; a fork bomb gets EAGAIN). Non-root handlers: on top of their user's current count.")
+    cpu_s: int = Field(default=240, ge=1, alias="FINOPS_NOTEBOOK_CPU_SECONDS", description="CPU seconds each notebook process may use, all its threads together (RLIMIT_CPU; answer 422).")
+    fence: Literal["required", "warn", "off"] = Field(default="required", alias="FINOPS_NOTEBOOK_FENCE", description="When the kernel cannot build the whole notebook fence (GET /compute/fence): `required` refuses runs (503 naming what is missing), `warn` runs with what there is and logs a warning per run, `off` builds none (trusted notebooks only).")
+    argv_password: bool = Field(default=False, alias="FINOPS_NOTEBOOK_ARGV_PASSWORD", description="Also put the caller's password on the notebook's real command line (readable by other processes in /proc/<pid>/cmdline). Off: argv shows `-`; sys.argv[4] inside the notebook still holds the password, as Krateo's notebooks expect.")
     python: str = Field(default="", alias="FINOPS_NOTEBOOK_PYTHON", description="Interpreter of notebooks (default: the handler's own, which has crate and functions.notebooks_api).")
+
+    @property
+    def interpreter(self) -> str:
+        return self.python or sys.executable
 
 
 @dataclass(frozen=True)
 class RunResult:
-    """How a run ended: exit code (negative = killed by that signal), outputs, whether it timed out."""
+    """How a run ended: exit code (negative = killed by that signal), outputs, whether it timed out.
+
+    `stdout` is the run's output without leading and trailing newlines (Krateo strips them), read
+    once as bytes; `stopped` names a limit that ended the run ("output"); `fence_error` says why the
+    fence could not be built (no notebook code ran then); `cpu_s` is the notebook process's CPU time.
+    """
 
     exit_code: int
-    stdout: str
+    stdout: bytes
     stderr: str
     timed_out: bool
     seconds: float
+    stopped: str = ""
+    fence_error: str = ""
+    cpu_s: float = 0.0  # CPU seconds the notebook process used
 
 
 @dataclass(frozen=True)
@@ -73,135 +103,415 @@ class DbCredentials:
     password: str
 
 
+# ------------------------------------------------------------------------------ the fence plan
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What this kernel and process can build (fence.probe_main, each mechanism tried in a child)."""
+
+    landlock_abi: int = 0
+    landlock_error: str = ""
+    seccomp: bool = False
+    seccomp_error: str = ""
+    pid_namespace: bool = False
+    pid_namespace_error: str = ""
+    root: bool = False
+    uid_drop: bool = False
+    uid_drop_error: str = ""
+    read_search: bool = False  # the handler holds CAP_DAC_READ_SEARCH (kept across the uid drop)
+    prefixes: list[str] = field(default_factory=list)  # the notebook interpreter's sys.prefix & co
+
+
+@dataclass(frozen=True)
+class FencePlan:
+    """What this handler will build around notebooks, and what it cannot (with the kernel's reasons)."""
+
+    mode: str
+    caps: Capabilities
+    missing: tuple[str, ...]  # guarantees that do not hold here: `required` refuses runs
+    notes: tuple[str, ...]  # weaker spots that remain even with a complete fence
+    read_exec: tuple[str, ...]
+    read: tuple[str, ...]
+
+    @property
+    def refused(self) -> bool:
+        return self.mode == "required" and bool(self.missing)
+
+    @property
+    def landlock(self) -> bool:
+        return self.mode != "off" and self.caps.landlock_abi > 0
+
+    @property
+    def seccomp(self) -> bool:
+        return self.mode != "off" and self.caps.seccomp
+
+    @property
+    def pid_namespace(self) -> bool:
+        return self.mode != "off" and self.caps.pid_namespace
+
+    @property
+    def uid_drop(self) -> bool:
+        return self.mode != "off" and self.caps.uid_drop
+
+    def report(self) -> dict[str, Any]:
+        """GET /compute/fence: what holds, what is missing, and whether runs are refused."""
+        abi = self.caps.landlock_abi if self.landlock else 0
+        return {
+            "mode": self.mode, "runs": "refused" if self.refused else "allowed", "missing": list(self.missing),
+            "notes": list(self.notes),
+            "built": {"landlock_abi": abi, "filesystem": abi >= 1, "tcp_rules": abi >= 4, "scopes": abi >= 6,
+                      "seccomp": self.seccomp, "pid_namespace": self.pid_namespace,
+                      "own_uid": self.uid_drop, "subreaper": True, "rlimits": True},
+        }
+
+
+def fence_plan(settings: NotebookSettings, hidden: tuple[str, ...] = ()) -> FencePlan:
+    """The plan for these settings; `hidden` are paths notebooks must never read (database, runs' temp root)."""
+    return _plan(settings.fence, settings.interpreter, hidden)
+
+
+@lru_cache(maxsize=16)
+def _plan(mode: str, python: str, hidden: tuple[str, ...]) -> FencePlan:
+    plan = plan_for(mode, capabilities(python), python, hidden)
+    level = log.error if plan.refused else log.warning if plan.missing else log.info
+    level("notebook fence", extra={**plan.report(), "landlock_error": plan.caps.landlock_error,
+                                   "seccomp_error": plan.caps.seccomp_error,
+                                   "pid_namespace_error": plan.caps.pid_namespace_error})
+    return plan
+
+
+def plan_for(mode: str, caps: Capabilities, python: str, hidden: tuple[str, ...] = ()) -> FencePlan:
+    """What holds with these kernel capabilities (pure): the missing guarantees, each with its reason."""
+    read_exec, read = fence.system_paths([*caps.prefixes, os.path.dirname(os.path.realpath(python))])
+    missing: list[str] = []
+    if caps.landlock_abi < 1:
+        missing.append(f"filesystem: no Landlock ({caps.landlock_error})")
+    elif caps.landlock_abi < 4:
+        missing.append(f"network: Landlock ABI {caps.landlock_abi} has no TCP rules (Linux >= 6.7 needed)")
+    if not caps.seccomp:
+        missing.append(f"network and processes: no seccomp filter, so UDP, unix and raw sockets, io_uring and "
+                       f"setsid stay open ({caps.seccomp_error})")
+    if caps.root and not caps.uid_drop:
+        missing.append(f"processes: a root handler cannot give notebooks a uid of their own, and the process limit "
+                       f"does not apply to root ({caps.uid_drop_error})")
+    for path in hidden:
+        root = fence.beneath(path, [*read_exec, *read, str(PACKAGE_DIR)])
+        if root is not None:
+            missing.append(f"filesystem: {path} lies under {root}, which notebooks may read")
+    notes: list[str] = ["network: Landlock rules name ports, not addresses: the database port is open on every host"]
+    if caps.landlock_abi < 6 and not caps.uid_drop and not caps.pid_namespace:
+        notes.append("signals: a notebook may signal the handler's processes (Landlock ABI >= 6, a root handler "
+                     "or a PID namespace prevents it)")
+    if mode == "off":
+        missing = ["everything: FINOPS_NOTEBOOK_FENCE=off builds no kernel fence"]
+    return FencePlan(mode, caps, tuple(missing), tuple(notes), tuple(read_exec), tuple(read))
+
+
+@lru_cache(maxsize=4)
+def capabilities(python: str) -> Capabilities:
+    """What the kernel offers, probed once per interpreter in a fresh process (each mechanism tried in a child)."""
+    try:
+        out = subprocess.run(  # noqa: S603 - our own module, no shell
+            [sys.executable, "-s", "-P", "-c", "from functions.stages.dbhandler.fence import probe_main; probe_main()", python],
+            capture_output=True, env=_launcher_env(), timeout=60, check=True)
+        return Capabilities(**json.loads(out.stdout))
+    except (OSError, subprocess.SubprocessError, ValueError, TypeError) as exc:
+        detail = exc.stderr.decode(errors="replace")[-500:] if isinstance(exc, subprocess.CalledProcessError) else str(exc)
+        log.error("notebook fence probe failed", extra={"error": detail})
+        return Capabilities(landlock_error=f"the probe failed: {detail}", seccomp_error="the probe failed",
+                                  root=os.geteuid() == 0, uid_drop_error="the probe failed")
+
+
+# ------------------------------------------------------------------------------------ one run
+
+
 def host_port(url: str) -> tuple[str, str]:
     """Krateo's argv host and port from a database URL."""
-    from urllib.parse import urlsplit
-
     parts = urlsplit(url)
     return parts.hostname or "", str(parts.port or (443 if parts.scheme == "https" else 80))
 
 
-def argv_for(path: str, creds: DbCredentials, params: Mapping[str, str], settings: NotebookSettings) -> list[str]:
-    """[python, -c, runner, file, host, port, user, password|-, k=v ...] (parameters in the caller's order)."""
+def argv_for(path: str, creds: DbCredentials, settings: NotebookSettings) -> list[str]:
+    """[python, -c, runner, file, host, port, user, password|-]: Krateo's argv; parameters come through the fd."""
     host, port = host_port(creds.url)
     password = creds.password if settings.argv_password else "-"
-    return [settings.python or sys.executable, "-c", RUNNER, path, host, port, creds.username, password,
-            *(f"{k}={v}" for k, v in params.items())]
+    return [settings.interpreter, "-c", RUNNER, path, host, port, creds.username, password]
 
 
-def scrubbed_env(work: Path, fd: int) -> dict[str, str]:
+def scrubbed_env(work: Path, lib: Path, fd: int) -> dict[str, str]:
     """The notebook's whole environment: nothing of the handler's settings or secrets."""
-    package_root = str(Path(__file__).resolve().parents[3])
     return {
         "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
         "LANG": "C.UTF-8",
         "HOME": str(work),
         "TMPDIR": str(work),
-        "PYTHONPATH": package_root,
+        "PYTHONPATH": str(lib),
+        "PYTHONDONTWRITEBYTECODE": "1",  # the package is read-only to notebooks
         CREDENTIALS_FD_ENV: str(fd),
     }
 
 
-def _limiter(settings: NotebookSettings) -> Callable[[], None]:
-    """preexec_fn: rlimits in the child (hard = soft, so the notebook cannot raise them again)."""
-    memory = settings.memory_mb * _MIB
-    fsize = settings.max_file_mb * _MIB
+def _launcher_env() -> dict[str, str]:
+    return {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "LANG": "C.UTF-8",
+            "PYTHONPATH": str(PACKAGE_DIR.parent), "PYTHONDONTWRITEBYTECODE": "1"}
 
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
-    return limit
+def pinned_addresses(url: str) -> dict[str, list[str]]:
+    """{host: [addresses]} for a database host name, resolved here: notebooks have no DNS (no UDP)."""
+    host, port = host_port(url)
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(host)
+        return {}
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except OSError:
+        return {}  # the notebook's connect fails: exit 75, answered 503 like any unreachable database
+    return {host: sorted({str(info[4][0]) for info in infos})}
 
 
 class _Slots:
-    """At most `max_running` notebooks at once in this process; the rest wait briefly, then 503."""
+    """At most `max_running` notebooks at once in this process, each in a numbered slot (its uid when root)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._sems: dict[int, threading.BoundedSemaphore] = {}
+        self._cond = threading.Condition()
+        self._busy: set[int] = set()
 
     @contextlib.contextmanager
-    def hold(self, size: int, wait_s: float = 10.0) -> Iterator[None]:
-        with self._lock:
-            sem = self._sems.setdefault(size, threading.BoundedSemaphore(size))
-        if not sem.acquire(timeout=wait_s):
-            raise Unavailable(f"{size} notebooks are already running; try again shortly", retry_after=5)
+    def hold(self, size: int, wait_s: float = 10.0) -> Iterator[int]:
+        deadline = time.monotonic() + wait_s
+        with self._cond:
+            while (slot := next((i for i in range(size) if i not in self._busy), None)) is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise Unavailable(f"{size} notebooks are already running; try again shortly", retry_after=5)
+                self._cond.wait(remaining)
+            self._busy.add(slot)
         try:
-            yield
+            yield slot
         finally:
-            sem.release()
+            with self._cond:
+                self._busy.discard(slot)
+                self._cond.notify()
 
 
 SLOTS = _Slots()
 
 
-def run(name: str, code: str, creds: DbCredentials, params: Mapping[str, str], settings: NotebookSettings) -> RunResult:
-    """Run `code` as notebook `name` with the limits of `settings`; the temporary directory is always removed."""
-    root = Path(tempfile.mkdtemp(prefix="finops-notebook-"))
-    try:
-        (root / "code").mkdir()
-        work = root / "work"
-        work.mkdir()
-        path = root / "code" / f"{name}.py"
-        path.write_text(code, encoding="utf-8")
-        with SLOTS.hold(settings.max_running):
-            return _spawn(str(path), work, creds, params, settings)
-    finally:
-        remove_tree(root)
-
-
-def _spawn(path: str, work: Path, creds: DbCredentials, params: Mapping[str, str], settings: NotebookSettings) -> RunResult:
-    read_fd, write_fd = os.pipe()
-    secret = json.dumps({"url": creds.url, "username": creds.username, "password": creds.password}).encode()
-    try:
-        os.write(write_fd, secret)  # far below the pipe buffer: never blocks
-    finally:
-        os.close(write_fd)
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.monotonic()
+def run(name: str, code: str, creds: DbCredentials, params: Mapping[str, str], settings: NotebookSettings,
+        plan: FencePlan | None = None) -> RunResult:
+    """Run `code` as notebook `name` inside `plan`'s fence; the temporary directory is always removed."""
+    plan = plan or fence_plan(settings)
+    with SLOTS.hold(settings.max_running) as slot:
+        uid = fence.NOTEBOOK_UID_BASE + slot if plan.uid_drop else None
+        root = Path(tempfile.mkdtemp(prefix="finops-notebook-"))
         try:
-            proc = subprocess.Popen(  # noqa: S603 - argv built here, no shell
-                argv_for(path, creds, params, settings), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                cwd=work, env=scrubbed_env(work, read_fd), pass_fds=(read_fd,), start_new_session=True,
-                preexec_fn=_limiter(settings),  # noqa: PLW1509 - only setrlimit calls, no locks
-            )
+            path, lib, work = _layout(root, name, code, uid)
+            return _spawn(path, lib, work, creds, params, settings, plan, uid)
         finally:
-            os.close(read_fd)
-        timed_out = _wait(proc, settings.timeout_s)
-        seconds = time.monotonic() - started
-        return RunResult(proc.returncode, _read(out), _read(err, STDERR_TAIL), timed_out, seconds)
+            remove_tree(root)
+
+
+def _layout(root: Path, name: str, code: str, uid: int | None) -> tuple[Path, Path, Path]:
+    """code/<name>.py and lib/functions (read-only to the notebook), work/ (its own; owned by its uid)."""
+    os.chmod(root, 0o711)
+    (root / "code").mkdir(mode=0o755)
+    path = root / "code" / f"{name}.py"
+    path.write_text(code, encoding="utf-8")
+    lib = root / "lib"
+    lib.mkdir(mode=0o755)
+    (lib / "functions").symlink_to(PACKAGE_DIR, target_is_directory=True)  # the package, and nothing beside it
+    work = root / "work"
+    work.mkdir(mode=0o700)
+    if uid is not None:
+        os.chown(work, uid, uid)
+    return path, lib, work
+
+
+def _payload(creds: DbCredentials, params: Mapping[str, str]) -> int:
+    """A memfd holding the run's credentials and parameters, positioned at its start (no size limit, never blocks)."""
+    fd = os.memfd_create("finops-notebook-run")
+    body = json.dumps({"url": creds.url, "username": creds.username, "password": creds.password,
+                       "params": [[k, v] for k, v in params.items()], "resolve": pinned_addresses(creds.url)}).encode()
+    view = memoryview(body)
+    while view:
+        view = view[os.write(fd, view):]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+@dataclass(frozen=True)
+class Landlock:
+    """One run's Landlock rules (fence.landlock_restrict): paths by the rights they get, the TCP ports it may reach."""
+
+    abi: int
+    read_exec: list[str]
+    read: list[str]
+    read_write: list[str]
+    devices: list[str]
+    tcp_ports: list[int]
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory: int  # bytes of address space
+    file_size: int  # bytes, any file the notebook writes
+    cpu_s: int  # CPU seconds per process
+    processes: int  # tasks (threads included)
+    timeout_s: float
+    max_output: int  # bytes of stdout kept; the run is stopped beyond
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything the launcher builds (fence.Spec), JSON on its argv: no secrets, those come through the run fd."""
+
+    argv: list[str]
+    env: dict[str, str]
+    work: str
+    status_fd: int
+    limits: Limits
+    landlock: Landlock | None
+    seccomp: str  # the BPF program, hex; "" = none
+    pid_namespace: bool
+    uid: int | None  # root handlers: the notebook's own uid
+    keep_read_search: bool
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+
+@lru_cache(maxsize=1)
+def seccomp_program() -> str:
+    """The notebook seccomp filter as BPF (hex), compiled once per process: runs load it without libseccomp."""
+    return fence.seccomp_program().hex()
+
+
+def spec_for(path: Path, lib: Path, work: Path, creds: DbCredentials, payload_fd: int, status_fd: int,
+             settings: NotebookSettings, plan: FencePlan, uid: int | None) -> LaunchSpec:
+    """What the launcher builds for this run (pure apart from the paths it names and the cached BPF)."""
+    landlock = None
+    if plan.landlock:
+        landlock = Landlock(
+            abi=plan.caps.landlock_abi, read_exec=list(plan.read_exec),
+            read=[*plan.read, str(PACKAGE_DIR), str(path.parent), str(lib), "/proc/self"],
+            read_write=[str(work)], devices=["/dev/null"], tcp_ports=[int(host_port(creds.url)[1])])
+    limits = Limits(memory=settings.memory_mb * _MIB, file_size=settings.max_file_mb * _MIB, cpu_s=settings.cpu_s,
+                    processes=settings.max_processes, timeout_s=settings.timeout_s,
+                    max_output=settings.max_output_mb * _MIB)
+    return LaunchSpec(argv=argv_for(str(path), creds, settings), env=scrubbed_env(work, lib, payload_fd), work=str(work),
+                      status_fd=status_fd, limits=limits, landlock=landlock,
+                      seccomp=seccomp_program() if plan.seccomp else "", pid_namespace=plan.pid_namespace, uid=uid,
+                      keep_read_search=uid is not None and landlock is not None and plan.caps.read_search)
+
+
+def _spawn(path: Path, lib: Path, work: Path, creds: DbCredentials, params: Mapping[str, str],
+           settings: NotebookSettings, plan: FencePlan, uid: int | None) -> RunResult:
+    payload_fd = _payload(creds, params)
+    status_r, status_w = os.pipe()
+    try:
+        spec = spec_for(path, lib, work, creds, payload_fd, status_w, settings, plan, uid)
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            started = time.monotonic()
+            try:
+                proc = subprocess.Popen(  # noqa: S603 - argv built here, no shell
+                    [sys.executable, "-S", "-P", "-c", fence.LAUNCHER, spec.to_json()], stdin=subprocess.DEVNULL,
+                    stdout=out, stderr=err, cwd=work, env=_launcher_env(), pass_fds=(payload_fd, status_w),
+                    start_new_session=True)
+            finally:
+                os.close(payload_fd)
+                os.close(status_w)
+                status_w = -1
+            overstayed = not _wait(proc, settings.timeout_s + GRACE_S)
+            reports = _reports(status_r)
+            final = next((r for r in reversed(reports) if "reason" in r), None)
+            if overstayed or final is None:  # the launcher was killed or hung: its notebook's group too
+                _kill_group(next((int(r["pid"]) for r in reports if "pid" in r), 0))
+            seconds = time.monotonic() - started
+            stderr = _read(err, STDERR_TAIL)
+            problem = next((str(r["fence_error"]) for r in reports if "fence_error" in r), "")
+            if problem:
+                return RunResult(EXIT_FENCE, b"", stderr, False, seconds, fence_error=problem)
+            if final is None:
+                why = "" if overstayed else f"the notebook launcher ended without a report (exit code {proc.returncode})"
+                return RunResult(proc.returncode, b"", stderr, overstayed, seconds, fence_error=why)
+            code = -int(final["signal"]) if "signal" in final else int(final.get("exit", 0))
+            stopped = "output" if final["reason"] == "output" else ""
+            stdout = _stripped(out) if code == 0 and not stopped else b""
+            return RunResult(code, stdout, stderr, final["reason"] == "timeout", seconds, stopped=stopped,
+                             cpu_s=float(final.get("cpu_s", 0.0)))
+    finally:
+        os.close(status_r)
+        if status_w >= 0:
+            os.close(status_w)
 
 
 def _wait(proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
-    """Wait for the notebook, then kill its whole group: at the timeout, and stray children after a normal end.
+    """Wait for the launcher; True when it ended by itself. Either way its group is killed, then it is reaped.
 
-    The leader is waited for through a pidfd WITHOUT reaping it, so its pid (the group id) cannot be
-    reused by an unrelated process before the group is killed.
+    Waited for through a pidfd WITHOUT reaping, so its pid (the group id) cannot be reused before the kill.
     """
     try:
         pidfd = os.pidfd_open(proc.pid)
-    except (AttributeError, OSError):  # not Linux >= 5.3: reap first, no stray-children sweep
+    except OSError:  # no pidfd (Linux < 5.3): reap, then kill what may be left of the group
         try:
             proc.wait(timeout_s)
-            return False
+            return True
         except subprocess.TimeoutExpired:
             _kill_group(proc.pid)
             proc.wait()
-            return True
+            return False
     try:
         ready, _, _ = select.select([pidfd], [], [], timeout_s)
     finally:
         os.close(pidfd)
     _kill_group(proc.pid)
     proc.wait()
-    return not ready
+    return bool(ready)
+
+
+def _reports(fd: int) -> list[dict[str, Any]]:
+    """The launcher's JSON lines (it has ended: what it wrote is in the pipe; never blocks)."""
+    os.set_blocking(fd, False)
+    chunks = []
+    with contextlib.suppress(BlockingIOError):
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    found = []
+    for line in b"".join(chunks).splitlines():
+        with contextlib.suppress(ValueError):
+            item = json.loads(line)
+            if isinstance(item, dict):
+                found.append(item)
+    return found
 
 
 def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
+    if pgid > 1:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+
+
+def _stripped(fh: IO[bytes]) -> bytes:
+    """The whole output without newlines at both ends, read once (no copy for the strip)."""
+    size = fh.seek(0, os.SEEK_END)
+    start, end = 0, size
+    while start < end:
+        fh.seek(start)
+        head = fh.read(min(4096, end - start))
+        skip = len(head) - len(head.lstrip(b"\n"))
+        start += skip
+        if skip < len(head):
+            break
+    while end > start:
+        fh.seek(max(start, end - 4096))
+        tail = fh.read(end - max(start, end - 4096))
+        skip = len(tail) - len(tail.rstrip(b"\n"))
+        end -= skip
+        if skip < len(tail):
+            break
+    fh.seek(start)
+    return fh.read(end - start)
 
 
 def _read(fh: IO[bytes], tail: int | None = None) -> str:
