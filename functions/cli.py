@@ -55,8 +55,18 @@ def _stack(state: Path) -> dict[str, Any]:
     return stack
 
 
-def _publish(broker_url: str, event: events.Event, wait: bool = False) -> dict[str, Any]:
+def _auth(stack: dict[str, Any]) -> dict[str, str]:
+    """The running stack's caller token as a header (the broker and every function require it)."""
+    from functions.local.supervisor import auth_headers
+
+    return auth_headers(stack)
+
+
+def _publish(broker_url: str, event: events.Event, wait: bool = False,
+             auth: dict[str, str] | None = None) -> dict[str, Any]:
+    """Post one event to the stack's broker, with the stack's caller token (`auth`)."""
     headers, body = events.to_binary(event)
+    headers = {**headers, **(auth or {})}
     try:
         resp = httpx.post(broker_url + ("/?wait=true" if wait else "/"), headers=headers, content=body,
                           timeout=None if wait else 10)
@@ -154,7 +164,7 @@ def _publish_changes(args: argparse.Namespace, changes: list[Any]) -> None:
         print(change)
         for event in change.events:
             if stack is not None:
-                _publish(stack["broker"], event)
+                _publish(stack["broker"], event, auth=_auth(stack))
     if stack is None and any(c.events for c in changes):
         print("(stack not running: stored only; no events published)")
 
@@ -254,7 +264,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     stack = _stack(args.state)
     failed = rejected = 0
     for ps in pings:
-        answer = _publish(stack["broker"], ping_event(ps), wait=True)
+        answer = _publish(stack["broker"], ping_event(ps), wait=True, auth=_auth(stack))
         print(f"{ps['metadata']['name']}: event {answer['event']['id']} ({answer['event']['type']})")
         for d in answer["deliveries"]:
             outcome = "ok" if d["ok"] else f"FAILED: {d['error']}"
@@ -480,11 +490,14 @@ def _examples(examples: Any, width: int = 60) -> str:
 
 def cmd_events_generate(args: argparse.Namespace) -> int:
     """Simulated AI cost events to --target, else to the running stack's aicost (or its broker with --broker)."""
+    from functions.clients.callers import outbound_headers
     from functions.local import aicost_producer
 
-    target, batch = args.target, args.batch
+    env = {"FINOPS_AUTH_TOKEN_FILE": args.token_file} if args.token_file else None
+    target, batch, auth = args.target, args.batch, outbound_headers(env)
     if target is None:
         stack = _stack(args.state)
+        auth = _auth(stack)
         if args.broker:
             target, batch = stack["broker"], 1
         elif "aicost" in stack.get("services", {}):
@@ -493,7 +506,7 @@ def cmd_events_generate(args: argparse.Namespace) -> int:
             raise UserError("the running stack has no aicost service (knative/base/23-aicost.yaml); give --target URL")
     if args.rate <= 0 or args.duration <= 0 or batch < 1:
         raise UserError("--rate and --duration must be > 0 and --batch >= 1")
-    report = aicost_producer.generate(target, args.rate, args.duration, batch=batch, seed=args.seed)
+    report = aicost_producer.generate(target, args.rate, args.duration, batch=batch, seed=args.seed, headers=auth)
     print(report.text())
     return 0 if report.failed_requests == 0 else 1
 
@@ -566,7 +579,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--target", default=None, help="URL of the aicost function (default: the running stack's)")
     gen.add_argument("--batch", type=int, default=100, help="events per application/cloudevents-batch+json request")
     gen.add_argument("--broker", action="store_true", help="one event per request through the stack's broker")
-    gen.add_argument("--seed", type=int, default=None, help="seed: the same seed re-sends the same event ids (default: fresh ids)")
+    gen.add_argument("--seed", type=int, default=None, help="seed: the same seed re-sends the same event ids (stored once; sent at other times they "
+                     "are reported as conflicts) (default: fresh ids)")
+    gen.add_argument("--token-file", default=None, help="file of the caller token sent with --target "
+                     "(default: $FINOPS_AUTH_TOKEN_FILE; the running stack's own otherwise)")
     gen.set_defaults(func=cmd_events_generate)
     demo = sub.add_parser("demo", parents=[common], help="run the whole pipeline on sample data")
     demo.add_argument("--serve", action="store_true", help="keep the stack running afterwards")

@@ -1,13 +1,16 @@
 """The project's exception tree and the one mapping from an exception to an HTTP answer.
 
 Errors carry retry meaning (Knative retries 5xx and 404, never other 4xx):
-InvalidInput -> 400/422 (final), Unauthorized -> 401, Conflict -> 409, Unavailable -> 503 + Retry-After.
-No httpx, crate or duckdb exception may escape functions/clients or functions/storage: they are
-chained into these.
+InvalidInput -> 400/422 (final), Unauthorized -> 401, Conflict -> 409, TooLarge -> 413 (final),
+Unavailable -> 503 + Retry-After. No httpx, crate or duckdb exception may escape functions/clients or
+functions/storage: they are chained into these. An unexpected exception answers a generic 500 whose
+body carries only a correlation id; its traceback is logged under that id (never sent: exception text
+can hold paths, SQL or credentials).
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,11 +58,15 @@ class InvalidInput(FinopsError):
 
 
 class Unauthorized(FinopsError):
-    def __init__(self, message: str = "authentication required") -> None:
+    """No or wrong credentials. `challenge`: the WWW-Authenticate value (Basic for database users,
+    Bearer for the functions' caller tokens)."""
+
+    def __init__(self, message: str = "authentication required", challenge: str = 'Basic realm="finops"') -> None:
         super().__init__(message, 401)
+        self.challenge = challenge
 
     def headers(self) -> dict[str, str]:
-        return {"WWW-Authenticate": 'Basic realm="finops"'}
+        return {"WWW-Authenticate": self.challenge}
 
 
 class NotFound(FinopsError):
@@ -72,6 +79,15 @@ class NotFound(FinopsError):
 class Conflict(FinopsError):
     def __init__(self, message: str, errors: list[FieldError] | None = None) -> None:
         super().__init__(message, 409, list(errors or []))
+
+
+class TooLarge(FinopsError):
+    """A request body over this function's limit: refused before it is read (final: a retry is as big)."""
+
+    def __init__(self, limit: int, setting: str) -> None:
+        super().__init__(f"request body too large: this function accepts at most {limit} bytes ({setting})", 413,
+                         [FieldError("body", f"limit {limit} bytes; set {setting} to change it")])
+        self.limit = limit
 
 
 class Unavailable(FinopsError):
@@ -91,7 +107,15 @@ def field_errors(exc: Any, default_loc: str = "") -> list[FieldError]:
 
 
 def http_answer(exc: BaseException) -> tuple[dict[str, Any], int, dict[str, str]]:
-    """Map any exception to (JSON body, status, headers). Unknown exceptions are 500, never a crash."""
+    """Map any exception to (JSON body, status, headers). Unknown exceptions are 500, never a crash:
+    the body says only "internal error" and a correlation id, and the traceback is logged here under
+    that id (so every caller's answer can be found in the logs, whoever logs it again)."""
     if isinstance(exc, FinopsError):
         return exc.body(), exc.status, exc.headers()
-    return {"error": f"internal error: {type(exc).__name__}: {exc}"}, 500, {}
+    correlation_id = uuid.uuid4().hex
+    from functions.logs import get_logger
+
+    get_logger("errors").error("internal error", exc_info=(type(exc), exc, exc.__traceback__),
+                               extra={"correlation_id": correlation_id, "exception": type(exc).__name__})
+    return {"error": "internal error (the logs have its traceback under this correlation id)",
+            "correlation_id": correlation_id}, 500, {}

@@ -2,6 +2,14 @@
 
 Deploy each target as its own Knative Service from one image (FUNCTION_TARGET=<name>). Nothing is
 built at import time: readers, stores and engines are created on first use and cached.
+
+Every request passes one gate (`_serve`) before its handler runs, in this order, on headers only:
+the method (405), the probes `GET /` and `/healthz` (always open: they reveal nothing), the caller
+(functions.clients.callers: 401 + `WWW-Authenticate: Bearer`), then the body size (413 naming the
+limit and FINOPS_MAX_BODY_BYTES; the limit is also set on the request, so a chunked body is cut off
+while it is read). Only then is the body read. Every answer is JSON, Flask's own errors included
+(unknown paths, 405, 413, 500: the error handlers at the end), and a refusal is a streamed response,
+because functions-framework reads the whole request body after every non-streamed response.
 """
 
 from __future__ import annotations
@@ -28,15 +36,13 @@ def exporter(request: flask.Request) -> flask.Response:
     from functions.stages import exporter as stage
 
     def run() -> flask.Response:
-        if request.method == "GET" and request.path.rstrip("/") in ("", "/healthz"):
-            return _health("exporter")
-        if request.method == "GET":
+        if request.method in ("GET", "HEAD"):
             return _serve_snapshot(request)
         ref = _ref(_event(request))
         return _cycle(ref, ("io.finops.export.completed", "io.finops.export.failed"),
                       stage.handle, ref, _reader(), _store(), _settings().state_dir / "tmp")
 
-    return _answer(run)
+    return _serve(request, "exporter", run, get=True)
 
 
 @functions_framework.http
@@ -45,22 +51,42 @@ def scraper(request: flask.Request) -> flask.Response:
     from functions.stages import scraper as stage
 
     def run() -> flask.Response:
-        if request.method == "GET":
-            return _health("scraper")
         event = _event(request)
         ref = _ref(event)
         return _cycle(ref, ("io.finops.upload.completed", "io.finops.scrape.failed"),
                       stage.handle, ref, event.id, _reader(), _settings())
 
-    return _answer(run)
+    return _serve(request, "scraper", run)
 
 
 @functions_framework.http
 def dbhandler(request: flask.Request) -> flask.Response:
-    """/upload, /compute/*, and (embedded mode) CrateDB's HTTP protocol: GET / and POST /_sql."""
+    """/upload, /compute/*, and (embedded mode) CrateDB's HTTP protocol: GET / and POST /_sql.
+
+    Its callers are database users (Basic, checked per request by the handler against its users);
+    this gate adds only what authenticated-by-default means there: an empty password (Krateo's
+    `crate` user) and a handler without users (trust) are refused unless FINOPS_AUTH=open.
+    """
     from functions.stages.dbhandler import service
 
-    return service.wsgi_answer(request)
+    def run() -> flask.Response:
+        return service.wsgi_answer(request)
+
+    def check(gate: Any) -> None:
+        if gate.settings.mode == "open":
+            return
+        from functions.clients.callers import basic_password
+        from functions.errors import Unauthorized
+
+        challenge = 'Basic realm="finops"'
+        if basic_password(request.headers.get("Authorization")) == "":
+            raise Unauthorized("an empty database password is refused (FINOPS_AUTH=open accepts Krateo's "
+                               "passwordless users)", challenge)
+        if not service.current_settings().users:
+            raise Unauthorized("this database handler has no users (FINOPS_DB_USERS={}): set users with "
+                               "passwords, or FINOPS_AUTH=open to accept anyone", challenge)
+
+    return _serve(request, "dbhandler", run, methods=None, check=check)
 
 
 @functions_framework.http
@@ -69,15 +95,13 @@ def aicost(request: flask.Request) -> flask.Response:
     from functions.stages import aicost_ingest as stage
 
     def run() -> flask.Response:
-        if request.method == "GET":
-            return _health("aicost")
         settings = _aicost_settings()
         items, batch = stage.decode(dict(request.headers), request.get_data())
         db = stage.database(settings, _reader(), _AICOST_DBS)
         out = stage.handle(items, db, _reader(), settings, stage.sink_publisher(settings), batch=batch)
         return _reply("io.finops.aicost.recorded", "aicost", out.body())
 
-    return _answer(run)
+    return _serve(request, "aicost", run)
 
 
 _AICOST_DBS: dict[Any, Any] = {}
@@ -92,14 +116,14 @@ def aicost_metrics(request: flask.Request) -> flask.Response:
     from functions.stages import aicost_metrics as stage
 
     def run() -> flask.Response:
-        if request.path.rstrip("/") in ("", "/healthz"):
-            return _health("aicost_metrics")
+        if request.path.rstrip("/") != "/metrics":
+            raise _no_such_path(request, "GET /metrics")
         settings = _aicost_settings()
         db = aicost_ingest.database(settings, _reader(), _AICOST_DBS)
         ctype, body = stage.handle(db, _reader(), settings)
         return flask.Response(body, 200, content_type=ctype)
 
-    return _answer(run)
+    return _serve(request, "aicost_metrics", run, methods=("GET", "HEAD"), get=True)
 
 
 @lru_cache(maxsize=1)
@@ -117,13 +141,11 @@ def focus_ingest(request: flask.Request) -> flask.Response:
     from functions.stages import focus_ingest as stage
 
     def run() -> flask.Response:
-        if request.method == "GET":
-            return _health("focus_ingest")
         event = _event(request)
         out = stage.handle(event.type, event.subject, event.data, _reader(), FocusSettings.from_env(), _FOCUS_DBS)
         return _reply(events.CR_RECONCILED, event.subject or out.resource, out.body())
 
-    return _answer(run)
+    return _serve(request, "focus_ingest", run)
 
 
 _FOCUS_DBS: dict[Any, Any] = {}
@@ -137,43 +159,70 @@ def notebooks(request: flask.Request) -> flask.Response:
     from functions.stages import notebooks as stage
 
     def run() -> flask.Response:
-        if request.method == "GET":
-            return _health("notebooks")
         event = _event(request)
         out = stage.handle(event.type, event.subject, event.data, _reader(), NotebookSettings.from_env())
         return _reply(events.CR_RECONCILED, event.subject or "Notebook", out.body())
 
-    return _answer(run)
+    return _serve(request, "notebooks", run)
 
 
 @functions_framework.http
 def optimizer(request: flask.Request) -> flask.Response:
     """POST AdmissionReview (the compositions' webhook, fail-open); GET /optimize (Krateo's moving-window
-    contract); POST CloudEvent from a PingSource (periodic day-2: label the listed compositions)."""
+    contract); POST CloudEvent from a PingSource (periodic day-2: label the listed compositions).
+
+    Callers: the ping carries the caller token like every event. GET /optimize carries the database
+    handler's Basic credentials (Krateo's contract), which it forwards to the handler: the handler
+    checks them, so no cost window is read for a caller without database credentials. An
+    AdmissionReview comes from the Kubernetes API server, which calls webhooks over TLS without any
+    token (unless each cluster's AdmissionConfiguration is set up for it): over TLS (the webhook
+    Deployment) one is answered without a caller token; it writes nothing and only says what would
+    be patched into the reviewed object, fail-open. Over plain HTTP (the local stack, the Knative
+    Service) an admission needs the caller token like any other call.
+    """
     from datetime import UTC, datetime
 
     from functions import events
     from functions.stages import optimizer as stage
 
+    def cloudevent() -> bool:
+        return bool(request.headers.get("ce-specversion")) or request.mimetype == "application/cloudevents+json"
+
+    def check(gate: Any) -> None:
+        from functions.errors import Unauthorized
+
+        if request.method in ("GET", "HEAD"):
+            if request.path.rstrip("/") != "/optimize":
+                raise _no_such_path(request, "GET /optimize")
+            auth = request.headers.get("Authorization") or ""
+            if gate.settings.mode != "open" and not auth.lower().startswith("basic "):
+                raise Unauthorized("GET /optimize needs the database handler's Basic credentials (Authorization: "
+                                   "Basic): they are forwarded to the handler, which checks them", 'Basic realm="finops"')
+            return
+        if cloudevent() or not request.is_secure:
+            gate.check(request.headers.get("Authorization"))
+
     def run() -> flask.Response:
-        path = request.path.rstrip("/")
-        if request.method == "GET" and path in ("", "/healthz"):
-            return _health("optimizer")
-        if request.method == "GET" and path == "/optimize":
+        if request.method in ("GET", "HEAD"):
             return _json(stage.optimize_endpoint(request.args, request.headers.get("Authorization"), _optimizer()))
-        if request.headers.get("ce-specversion") or request.mimetype == "application/cloudevents+json":
+        if cloudevent():
             labelled = stage.ping(_event(request).data, _optimizer().objects, datetime.now(UTC))
             return _reply(events.OPTIMIZATION_LABELLED, "optimizer-day2", labelled)
         body = request.get_data()
         try:
             deps = _optimizer()
         except Exception as exc:  # noqa: BLE001 - an admission is answered allowed whatever is broken
-            return _json(stage.fail_open(body, f"optimizer not ready: {exc}"))
+            from functions.errors import FinopsError
+            from functions.logs import get_logger
+
+            get_logger("main").exception("optimizer not ready")
+            why = exc.message if isinstance(exc, FinopsError) else f"{type(exc).__name__}: see the optimizer's logs"
+            return _json(stage.fail_open(body, f"optimizer not ready: {why}"))
         if not deps.settings.admission:
             return _json(stage.fail_open(body, "this instance does not serve admissions (FINOPS_OPTIMIZER_ADMISSION=false)"))
         return _json(stage.review(body, deps))
 
-    return _answer(run)
+    return _serve(request, "optimizer", run, get=True, check=check)
 
 
 _OPTIMIZER: list[Any] = []
@@ -332,25 +381,145 @@ def _empty() -> flask.Response:
     return flask.Response(b"", 200, headers={"X-Finops-Result": "nothing to do"})
 
 
-def _answer(run: Any) -> flask.Response:
-    """Every exception becomes a JSON answer with retry meaning; a function never crashes on input."""
-    import flask
-    import orjson
+# ---- the gate: method, probes, caller, body size; then the handler --------------------------------
+
+_PROBES = ("", "/healthz")
+_EVENT_METHODS = ("GET", "HEAD", "POST")
+
+
+def _serve(request: flask.Request, target: str, run: Callable[[], flask.Response], *,
+           methods: tuple[str, ...] | None = _EVENT_METHODS, get: bool = False,
+           check: Callable[[Any], None] | None = None) -> flask.Response:
+    """One request through the gate (module doc), then `run`; every exception becomes a JSON answer.
+
+    `methods`: those allowed (None: the handler answers every method itself); `get`: GET paths other
+    than the probes are endpoints of this target (else 404); `check`: replaces the caller check.
+    """
+    from functions.errors import TooLarge
+
+    try:
+        gate = _gate()
+        limit = gate.settings.body_limit(target)
+        # Set before anything touches the body. One byte over the limit: werkzeug silently stops a
+        # chunked body AT its limit, so the extra byte is how an oversized one is told from a full one.
+        request.max_content_length = limit + 1
+        if methods is not None and request.method not in methods:
+            return _error_response(*_method_not_allowed(request, methods))
+        if any(not c.isprintable() for c in request.path):
+            return _error_response(*_control_character(request.path))
+        probe = request.method in ("GET", "HEAD") and request.path.rstrip("/") in _PROBES
+        if probe and target == "dbhandler":
+            return run()  # its GET / is CrateDB's banner (the crate client reads it), open like a probe
+        if probe:
+            return _health(target)
+        if check is not None:
+            check(gate)
+        else:
+            if request.method in ("GET", "HEAD") and not get:
+                raise _no_such_path(request, "POST / (a CloudEvent)")
+            gate.check(request.headers.get("Authorization"))
+        if request.content_length is not None and request.content_length > limit:
+            raise TooLarge(limit, "FINOPS_MAX_BODY_BYTES")
+        if request.content_length is None and len(request.get_data()) > limit:  # chunked: read (cached), bounded
+            raise TooLarge(limit, "FINOPS_MAX_BODY_BYTES")
+        return run()
+    except Exception as exc:  # noqa: BLE001 - the one place that turns everything into an answer
+        return _error_response(*_refusal(exc))
+
+
+@lru_cache(maxsize=1)
+def _gate() -> Any:
+    """This process's caller gate, built (and what it accepts logged, loudly when nothing) on the first request."""
+    from functions.clients.callers import gate_from_env
+
+    return gate_from_env()
+
+
+def _refusal(exc: BaseException) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """(body, status, headers) of any exception, logged: refusals as warnings, failures with the traceback."""
+    from werkzeug.exceptions import HTTPException
 
     from functions.errors import FinopsError, http_answer
     from functions.logs import get_logger
 
-    try:
-        response: flask.Response = run()
-        return response
-    except Exception as exc:  # noqa: BLE001 - the one place that turns everything into an answer
-        body, status, headers = http_answer(exc)
-        log = get_logger("main")
-        if isinstance(exc, FinopsError) and exc.status < 500:
-            log.warning("request refused", extra={"status": status, **body})
-        else:
-            log.exception("request failed", extra={"status": status})
-        return flask.Response(orjson.dumps(body), status, headers=headers, content_type="application/json")
+    if isinstance(exc, HTTPException):
+        return _http_error_answer(exc)
+    body, status, headers = http_answer(exc)  # logs an unexpected exception under its correlation id
+    log = get_logger("main")
+    if isinstance(exc, FinopsError) and exc.status < 500:
+        log.warning("request refused", extra={"status": status, **body})
+    elif isinstance(exc, FinopsError):
+        log.exception("request failed", extra={"status": status})
+    return body, status, headers
+
+
+def _error_response(body: dict[str, Any], status: int, headers: dict[str, str]) -> flask.Response:
+    """A JSON answer, streamed: functions-framework then does not read the rest of the request body
+    (it reads it after every non-streamed response, which would take in a refused 200 MB body)."""
+    import flask
+    import orjson
+
+    payload = orjson.dumps(body)
+    return flask.Response(iter((payload,)), status, headers={**headers, "Content-Length": str(len(payload))},
+                          content_type="application/json")
+
+
+def _no_such_path(request: flask.Request, endpoints: str) -> Exception:
+    from functions.errors import NotFound
+
+    return NotFound(f"no such endpoint: {request.method} {_printable(request.path)} (this function serves "
+                    f"{endpoints}; probes: GET / and GET /healthz)")
+
+
+def _method_not_allowed(request: flask.Request, methods: tuple[str, ...]) -> tuple[dict[str, Any], int, dict[str, str]]:
+    return ({"error": f"method {_printable(request.method)} is not allowed here (allowed: {', '.join(methods)})"},
+            405, {"Allow": ", ".join(methods)})
+
+
+def _printable(text: str, limit: int = 200) -> str:
+    """Text from a request, safe to echo: control characters escaped, length capped."""
+    out = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
+    return out + ("..." if len(text) > limit else "")
+
+
+def _control_character(path: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """A path with a control character (%0A, %00, ...): no endpoint or name has one, so a 400 saying so."""
+    return {"error": f"bad path: it contains a control character (e.g. %0A or %00), which no endpoint or name "
+                     f"allows: {_printable(path)}"}, 400, {}
+
+
+def _http_error_answer(exc: Any) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """Flask's and werkzeug's own errors (no route, method, body too large, a crash) as JSON answers."""
+    import flask
+    from werkzeug.exceptions import InternalServerError, NotFound, RequestEntityTooLarge
+
+    from functions.errors import TooLarge, http_answer
+
+    if isinstance(exc, RequestEntityTooLarge):
+        limit = flask.request.max_content_length if flask.has_request_context() else None
+        too = TooLarge(max(int(limit or 1) - 1, 0), "FINOPS_MAX_BODY_BYTES")  # _serve sets the limit + 1
+        return too.body(), 413, {}
+    if isinstance(exc, InternalServerError):
+        return http_answer(exc.original_exception or exc)
+    path = flask.request.path if flask.has_request_context() else ""
+    if isinstance(exc, NotFound) and any(not c.isprintable() for c in path):
+        return _control_character(path)
+    code = int(getattr(exc, "code", None) or 500)
+    headers = {k: v for k, v in exc.get_headers() if k.lower() in ("allow", "retry-after", "www-authenticate")}
+    what = f"no such endpoint: {_printable(path)}" if isinstance(exc, NotFound) else str(getattr(exc, "name", "error"))
+    return {"error": f"{what} (HTTP {code})"}, code, headers
+
+
+def _on_flask_error(exc: Exception) -> flask.Response:
+    """functions-framework's error handler: whatever Flask raises outside our targets becomes JSON."""
+    return _error_response(*_refusal(exc))
+
+
+# Registered on the app functions-framework builds for this source (a no-op when main is only imported);
+# the 500 handler replaces functions-framework's, which answers the exception's text.
+_register_error_handler: Any = functions_framework.errorhandler
+for _kind in (Exception, 500):
+    _register_error_handler(_kind)(_on_flask_error)
 
 
 @lru_cache(maxsize=1)

@@ -11,6 +11,7 @@ from functions.settings import CollectionSettings, DatabaseClientSettings, _EnvS
 
 def all_settings() -> dict[str, type[_EnvSettings]]:
     """Every function's settings model, by function (imported here, late: they import this module)."""
+    from functions.clients.callers import CallerSettings
     from functions.models.aicost import AICostSettings
     from functions.models.focus import FocusSettings
     from functions.models.notebooks import NotebookSettings as NotebookCrSettings
@@ -25,6 +26,7 @@ def all_settings() -> dict[str, type[_EnvSettings]]:
         "aicost, aicost_metrics": AICostSettings,
         "optimizer": OptimizerSettings,
         "every database client": DatabaseClientSettings,
+        "every function (callers, request size)": CallerSettings,
     }
 
 

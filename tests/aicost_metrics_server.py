@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 from aicost_server import MAIN, AICost
-from dbhandler_server import free_port, start_function, stop_process
+from dbhandler_server import AUTH, free_port, start_function, stop_process
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -24,7 +24,7 @@ class Metrics:
 
     def scrape(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         """{(sample name, sorted labels): value} of one GET /metrics."""
-        resp = httpx.get(self.url + "/metrics", timeout=30)
+        resp = httpx.get(self.url + "/metrics", headers=AUTH, timeout=30)
         resp.raise_for_status()
         out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         for family in text_string_to_metric_families(resp.text):

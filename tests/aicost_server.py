@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from dbhandler_server import USERS, DbHandler, free_port, start_dbhandler, start_function, stop_process
+from dbhandler_server import AUTH, USERS, DbHandler, free_port, start_dbhandler, start_function, stop_process
 
 from functions.clients.kube import resource_path
 
@@ -61,12 +61,12 @@ class AICost:
     def send(self, events: Sequence[Mapping[str, Any]]) -> httpx.Response:
         """POST a batch (application/cloudevents-batch+json)."""
         return httpx.post(self.url, content=json.dumps(list(events)).encode(),
-                          headers={"Content-Type": "application/cloudevents-batch+json"}, timeout=60)
+                          headers={"Content-Type": "application/cloudevents-batch+json", **AUTH}, timeout=60)
 
     def send_one(self, ev: Mapping[str, Any]) -> httpx.Response:
         """POST one event in binary mode (ce-* headers), as the Broker delivers it."""
         headers = {"ce-specversion": "1.0", "ce-type": ev["type"], "ce-source": ev["source"], "ce-id": ev["id"],
-                   "ce-time": ev["time"], "Content-Type": "application/json"}
+                   "ce-time": ev["time"], "Content-Type": "application/json", **AUTH}
         return httpx.post(self.url, content=json.dumps(ev["data"]).encode(), headers=headers, timeout=60)
 
     def totals(self) -> dict[tuple[str, str, str], tuple[float, int]]:

@@ -1,9 +1,13 @@
 """A real database handler on 127.0.0.1: functions-framework running the dbhandler target.
 
 `start_dbhandler(tmp_path)` starts it (embedded mode, a fresh DuckDB file under tmp_path, users
-from USERS), waits until `GET /` answers and returns a DbHandler; `stop()` ends the process.
+from USERS, its two internal SQL listeners on free ports it records), waits until `GET /` answers and returns a DbHandler; `stop()` ends the process.
 The pytest fixture `dbhandler` (import `dbhandler_fixture`) does both. SOURCE is the functions-framework source file; point it
 at functions/main.py once the target lives there.
+
+Functions are authenticated as in production: `start_function` gives each one the shared caller token
+TOKEN (written to a file beside its log, FINOPS_AUTH_TOKEN_FILE) unless the env says otherwise; send
+AUTH (`Authorization: Bearer TOKEN`) with every call but the probes.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ TESTS = Path(__file__).resolve().parent
 SOURCE = TESTS / "dbhandler_target.py"
 TARGET = "dbhandler"
 USERS = {"crate": "", "finops": "s3cret"}
+TOKEN = "tests-caller-token-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @dataclass
@@ -36,6 +42,10 @@ class DbHandler:
     db_path: Path
     process: subprocess.Popen[bytes]
     log: Path
+    sql_port: int = 0
+    """The handler's own SQL listener (embedded mode; FINOPS_DB_SQL_PORT)."""
+    notebook_sql_port: int = 0
+    """The notebooks' SQL listener: the port a notebook run is given (FINOPS_DB_NOTEBOOK_SQL_PORT)."""
 
     def auth(self, user: str = "finops", password: str = "s3cret") -> dict[str, str]:
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
@@ -76,12 +86,19 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
 
 
 def start_function(target: str, port: int, env: Mapping[str, str], log: Path, source: Path | None = None) -> subprocess.Popen[bytes]:
-    """Serve one target under functions-framework on 127.0.0.1:port and wait until GET / answers 200."""
+    """Serve one target under functions-framework on 127.0.0.1:port and wait until GET / answers 200.
+    The caller token is TOKEN unless `env` sets FINOPS_AUTH or FINOPS_AUTH_TOKEN_FILE."""
+    env = dict(env)
+    if "FINOPS_AUTH" not in env and "FINOPS_AUTH_TOKEN_FILE" not in env:
+        token_file = log.parent / "auth-token"
+        token_file.write_text(TOKEN + "\n", encoding="utf-8")
+        env["FINOPS_AUTH_TOKEN_FILE"] = str(token_file)
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "functions_framework", "--target", target, "--source", str(source or SOURCE),
              "--host", "127.0.0.1", "--port", str(port)],
-            env={**os.environ, "PORT": str(port), **dict(env)}, stdout=out, stderr=subprocess.STDOUT, cwd=TESTS.parent,
+            env={**{k: v for k, v in os.environ.items() if not k.startswith("FINOPS_AUTH")}, "PORT": str(port), **env},
+            stdout=out, stderr=subprocess.STDOUT, cwd=TESTS.parent,
         )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -107,9 +124,11 @@ def start_dbhandler(tmp_path: Path, env: Mapping[str, str] | None = None, users:
     db_path = tmp_path / "db" / "finops.duckdb"
     log = tmp_path / "dbhandler.log"
     environ = {"FINOPS_DB_MODE": "embedded", "FINOPS_DB_PATH": str(db_path),
-               "FINOPS_DB_USERS": json.dumps(dict(users)), **dict(env or {})}
+               "FINOPS_DB_USERS": json.dumps(dict(users)),
+               "FINOPS_DB_SQL_PORT": str(free_port()), "FINOPS_DB_NOTEBOOK_SQL_PORT": str(free_port()), **dict(env or {})}
     process = start_function(TARGET, port, environ, log)
-    return DbHandler(f"http://127.0.0.1:{port}", port, db_path, process, log)
+    return DbHandler(f"http://127.0.0.1:{port}", port, db_path, process, log,
+                     int(environ["FINOPS_DB_SQL_PORT"]), int(environ["FINOPS_DB_NOTEBOOK_SQL_PORT"]))
 
 
 @pytest.fixture(name="dbhandler")

@@ -2,7 +2,9 @@
 
 Cases:
 - `promtool check config` accepts the scrape configuration we document (one static target: the
-  aicost-metrics Service URL, metrics_path /metrics);
+  aicost-metrics Service URL, metrics_path /metrics, the caller token as `authorization.credentials_file`);
+- the metrics are not served without the token (401), and a Prometheus job without it reports the
+  target down;
 - Prometheus started on 127.0.0.1 scrapes the aicost_metrics function (scrape_interval 1s) until the
   target is `up`; then `sum by (team) (ai_finops_cost_dollars_total)` equals SUM(x_cost_usd) per team
   in the database, `sum(ai_finops_events_ingested_total)` equals the events stored, and the budget
@@ -26,7 +28,7 @@ import httpx
 import pytest
 from aicost_metrics_server import Metrics, start_metrics
 from aicost_server import AICost, start_aicost
-from dbhandler_server import free_port, stop_process
+from dbhandler_server import AUTH, TOKEN, free_port, stop_process
 
 from functions.local.aicost_producer import Generator, encode_batch
 
@@ -40,10 +42,12 @@ BUDGET = {"apiVersion": "finops.krateo.io/v1", "kind": "AICostBudget",
           "spec": {"team": "research", "amount": "1000000", "period": "month", "thresholds": [0.9]}}
 
 
-def scrape_config(target: str, interval: str = "1s") -> str:
-    """The documented scrape job: ONE target, the Service (every instance answers the same global totals)."""
+def scrape_config(target: str, interval: str = "1s", token_file: str = "/etc/prometheus/finops-token") -> str:
+    """The documented scrape job: ONE target, the Service (every instance answers the same global totals),
+    with the caller token read from a file (a Secret mounted into Prometheus)."""
+    auth = f"    authorization:\n      credentials_file: {token_file}\n" if token_file else ""
     return (f"global:\n  scrape_interval: {interval}\n  evaluation_interval: {interval}\n"
-            f"scrape_configs:\n  - job_name: finops-aicost\n    metrics_path: /metrics\n"
+            f"scrape_configs:\n  - job_name: finops-aicost\n    metrics_path: /metrics\n{auth}"
             f"    static_configs:\n      - targets: ['{target}']\n")
 
 
@@ -64,7 +68,9 @@ def stack_fixture(tmp_path: Path) -> Iterator[tuple[AICost, Metrics]]:
 def prometheus_fixture(tmp_path: Path, stack: tuple[AICost, Metrics]) -> Iterator[str]:
     assert PROMETHEUS is not None
     config = tmp_path / "prometheus.yml"
-    config.write_text(scrape_config(stack[1].url.removeprefix("http://")), encoding="utf-8")
+    token = tmp_path / "prometheus-token"
+    token.write_text(TOKEN + "\n", encoding="utf-8")
+    config.write_text(scrape_config(stack[1].url.removeprefix("http://"), token_file=str(token)), encoding="utf-8")
     port = free_port()
     log = tmp_path / "prometheus.log"
     with log.open("wb") as out:
@@ -114,7 +120,9 @@ def _until(prom: str, promql: str, expected: dict[str, float], timeout: float = 
 def test_promtool_accepts_the_documented_scrape_config(tmp_path: Path) -> None:
     assert PROMTOOL is not None
     config = tmp_path / "prometheus.yml"
-    config.write_text(scrape_config("aicost-metrics.finops.svc.cluster.local:80", "30s"), encoding="utf-8")
+    token = tmp_path / "finops-token"
+    token.write_text("secret\n", encoding="utf-8")
+    config.write_text(scrape_config("aicost-metrics.finops.svc.cluster.local:80", "30s", str(token)), encoding="utf-8")
     done = subprocess.run([PROMTOOL, "check", "config", str(config)], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -123,7 +131,7 @@ def test_sum_by_team_equals_the_database_totals(stack: tuple[AICost, Metrics], p
     aicost, _metrics = stack
     items = Generator(seed=7).batch(1500, datetime.now(UTC))
     body = encode_batch(items)
-    headers = {"Content-Type": "application/cloudevents-batch+json"}
+    headers = {"Content-Type": "application/cloudevents-batch+json", **AUTH}
     resp = httpx.post(aicost.url, content=body, headers=headers, timeout=60)
     assert resp.status_code == 200, resp.text
     assert resp.json()["accepted"] == 1500
@@ -145,3 +153,33 @@ def test_sum_by_team_equals_the_database_totals(stack: tuple[AICost, Metrics], p
     time.sleep(2.5)  # two more scrapes
     assert _query(prometheus, "sum by (team) (ai_finops_cost_dollars_total)") == pytest.approx(got)
     assert _query(prometheus, "sum(ai_finops_events_ingested_total)") == {"": 1500.0}
+
+
+def test_metrics_need_the_token_and_a_job_without_it_is_down(tmp_path: Path, stack: tuple[AICost, Metrics]) -> None:
+    _aicost, metrics = stack
+    refused = httpx.get(metrics.url + "/metrics", timeout=30)
+    assert refused.status_code == 401, refused.text
+    assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+    assert "ai_finops" not in refused.text
+    assert PROMETHEUS is not None
+    config = tmp_path / "no-token.yml"
+    config.write_text(scrape_config(metrics.url.removeprefix("http://"), token_file=""), encoding="utf-8")
+    port = free_port()
+    with (tmp_path / "prometheus-no-token.log").open("wb") as out:
+        proc = subprocess.Popen([PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb-no-token'}",
+                                 f"--web.listen-address=127.0.0.1:{port}"], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline, target = time.monotonic() + 60, None
+        while time.monotonic() < deadline:
+            try:
+                active = httpx.get(f"http://127.0.0.1:{port}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
+                target = active[0] if active and active[0]["health"] != "unknown" else None
+            except (httpx.HTTPError, ValueError, KeyError, IndexError):
+                target = None
+            if target is not None:
+                break
+            time.sleep(0.5)
+        assert target is not None and target["health"] == "down", target
+        assert "401" in target["lastError"], target
+    finally:
+        stop_process(proc)

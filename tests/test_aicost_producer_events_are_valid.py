@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from aicost_server import AICost, aicost_fixture  # noqa: F401 - the `aicost` fixture
+from dbhandler_server import AUTH
 
 from functions import events
 from functions.cli import main as cli
@@ -79,20 +80,24 @@ def test_schedule_paces_batches(rate: float, duration: float, batch: int, expect
 
 
 def test_cli_generate_sends_batches_to_the_function(aicost: AICost, capsys: pytest.CaptureFixture[str]) -> None:
+    token = str(aicost.log.parent / "auth-token")  # the caller token tests/dbhandler_server.py gave the function
     code = cli(["events", "generate", "--target", aicost.url, "--rate", "400", "--duration", "1", "--batch", "100",
-                "--seed", "11"])
+                "--seed", "11", "--token-file", token])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "sent 400 events" in out and "accepted 400, rejected 0" in out
     assert sum(n for _, n in aicost.totals().values()) == 400
-    assert cli(["events", "generate", "--target", aicost.url, "--rate", "400", "--duration", "1", "--seed", "11"]) == 0
+    assert cli(["events", "generate", "--target", aicost.url, "--rate", "400", "--duration", "1", "--seed", "11",
+                "--token-file", token]) == 0
     assert sum(n for _, n in aicost.totals().values()) == 400  # same seed: the same ids, stored once
+    # ... at other event times, so other content: each is reported as a conflict, none as accepted
+    assert "accepted 0, rejected 0, conflicted 400" in capsys.readouterr().out
 
 
 def test_single_binary_events_are_accepted(aicost: AICost) -> None:
     items = Generator(seed=4).batch(20, START)
     report = SendReport()
-    sender = Sender(aicost.url, batch=1)
+    sender = Sender(aicost.url, batch=1, headers=AUTH)
     try:
         sender.send(items, report)
     finally:

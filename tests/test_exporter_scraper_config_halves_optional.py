@@ -283,7 +283,7 @@ def test_exporter_only_serves_metrics_and_the_scraper_has_nothing_to_do(
     scrape_line = next(line for line in result.out.splitlines() if "-> scraper:" in line)
     assert "HTTP 200" in scrape_line and scrape_line.endswith(", ok"), result.out  # ok, and no reply event
 
-    resp = httpx.get(f"{stack.url('exporter')}/metrics/{NAMESPACE}/export-only", timeout=30)
+    resp = httpx.get(f"{stack.url('exporter')}/metrics/{NAMESPACE}/export-only", headers=stack.auth(), timeout=30)
     assert resp.status_code == 200 and resp.headers["x-finops-snapshot"] == "present"
     samples = [s for fam in text_string_to_metric_families(resp.text) for s in fam.samples]
     with cost.csv_path.open(newline="", encoding="utf-8") as fh:
@@ -321,7 +321,7 @@ def test_scraper_only_scrapes_its_foreign_endpoint_on_its_own_tick(
     assert stack.broker_stats()["failed"] == base["failed"]
     assert [p["metadata"]["name"] for p in CrStore(stack.state).pingsources()
             if p["metadata"]["name"].startswith("scrape-only")] == ["scrape-only-scraper"]
-    none = httpx.get(f"{stack.url('exporter')}/metrics/{NAMESPACE}/scrape-only", timeout=30)
+    none = httpx.get(f"{stack.url('exporter')}/metrics/{NAMESPACE}/scrape-only", headers=stack.auth(), timeout=30)
     assert none.headers["x-finops-snapshot"] == "none"
 
     tick = events.new(events.PING, "/test", data={"kind": "ExporterScraperConfig", "namespace": NAMESPACE,

@@ -10,12 +10,15 @@ Cases:
 - 503 is retried per the Trigger's delivery, then dead-lettered to <state>/deadletter.jsonl;
 - 400 is final: one attempt, then dead-lettered; a Service with no local URL is dead-lettered too;
 - a 200 whose body is not a CloudEvent fails the delivery as in Knative (its broker filter answers
-  502): retried, then dead-lettered, the reason saying so; an empty 200 is delivered.
+  502): retried, then dead-lettered, the reason saying so; an empty 200 is delivered;
+- with a caller token (the local stack's), ingress without it or with another one is a 401 answered
+  before the body is sent, one over the body limit a 413; with it the event is delivered, carrying it.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -27,7 +30,7 @@ import pytest
 from loopback_http import Reply, Seen, Server, serve
 
 from functions import events
-from functions.local.broker import Broker, load_manifests, load_triggers, parse_iso_duration
+from functions.local.broker import MAX_BODY, Broker, load_manifests, load_triggers, parse_iso_duration
 
 KNATIVE = Path(__file__).resolve().parent.parent / "knative" / "base"
 
@@ -177,3 +180,38 @@ def test_a_non_cloudevent_body_fails_the_delivery_as_in_knative(tmp_path: Path) 
     assert delivery["ok"] is False and delivery["attempts"] == 3 and delivery["dead_lettered"] is True
     assert "not a CloudEvent" in delivery["error"]
     assert len(chatty.seen) == 3
+
+
+def _head_only(url: str, headers: dict[str, str]) -> bytes:
+    """Send only a request's head (a Content-Length promising 200 MB) and read what comes back."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        sock.sendall(f"POST /?wait=true HTTP/1.1\r\nHost: x\r\nContent-Length: {200 << 20}\r\n{head}\r\n".encode())
+        data = b""
+        while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+
+def test_with_a_token_only_callers_holding_it_get_in(sinks: dict[str, Server], tmp_path: Path) -> None:
+    b = Broker(load_triggers(KNATIVE), {n: s.url for n, s in sinks.items()}.get, tmp_path, token=lambda: "t0ken")
+    b.start()
+    try:
+        ping = events.new(events.PING, "/p", data={}, finopstarget="scraper")
+        headers, body = events.to_binary(ping)
+        for sent in ({}, {"Authorization": "Bearer other"}, {"Authorization": "Basic dDBrZW4="}):
+            refused = httpx.post(b.url + "/?wait=true", headers={**headers, **sent}, content=body, timeout=10)
+            assert refused.status_code == 401 and "Bearer" in refused.headers["WWW-Authenticate"], refused.text
+        assert sinks["scraper"].seen == [] and b.stats()["received"] == 0
+        assert _head_only(b.url, {}).startswith(b"HTTP/1.0 401")  # answered before the 200 MB arrive
+        assert _head_only(b.url, {"Authorization": "Bearer t0ken"}).startswith(b"HTTP/1.0 413")
+        assert MAX_BODY < (200 << 20)
+        ok = httpx.post(b.url + "/?wait=true", headers={**headers, "Authorization": "Bearer t0ken"}, content=body, timeout=10)
+        assert ok.status_code == 200 and ok.json()["ok"], ok.text
+        assert sinks["scraper"].seen[0].headers["authorization"] == "Bearer t0ken"
+    finally:
+        b.stop()

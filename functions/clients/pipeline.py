@@ -30,10 +30,12 @@ class Download:
     bytes: int
 
 
-def download(url: str, dest: BinaryIO, accept: str, timeout: float = 300.0) -> Download:
-    """Stream a GET into dest (a file), so memory stays bounded whatever the size."""
+def download(url: str, dest: BinaryIO, accept: str, timeout: float = 300.0,
+             headers: Mapping[str, str] | None = None) -> Download:
+    """Stream a GET into dest (a file), so memory stays bounded whatever the size. `headers`: extra
+    request headers (the caller token our exporter's GET /metrics requires)."""
     try:
-        with httpx.stream("GET", url, headers={"Accept": accept}, timeout=timeout) as resp:
+        with httpx.stream("GET", url, headers={"Accept": accept, **dict(headers or {})}, timeout=timeout) as resp:
             if resp.status_code >= 500 or resp.status_code == 429:
                 raise Unavailable(f"GET {url}: HTTP {resp.status_code}")
             if resp.status_code >= 400:

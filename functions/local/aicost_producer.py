@@ -17,7 +17,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -138,6 +138,8 @@ class SendReport:
     sent: int = 0
     accepted: int = 0
     rejected: int = 0
+    conflicted: int = 0
+    """Events whose id is already stored with other content (e.g. the same seed at other times)."""
     failed_requests: int = 0
     alerts: int = 0
     seconds: float = 0.0
@@ -151,16 +153,19 @@ class SendReport:
     def text(self) -> str:
         sources = ", ".join(f"{k} {v}" for k, v in sorted(self.by_source.items()))
         out = (f"sent {self.sent} events in {self.seconds:.1f}s ({self.rate:,.0f}/s): accepted {self.accepted}, "
-               f"rejected {self.rejected}, failed requests {self.failed_requests}, budget alerts {self.alerts} ({sources})")
+               f"rejected {self.rejected}, conflicted {self.conflicted}, failed requests {self.failed_requests}, "
+               f"budget alerts {self.alerts} ({sources})")
         return "\n".join([out, *self.problems[:5]])
 
 
 class Sender:
     """POST batches to the aicost function (batch > 1) or single binary events (batch == 1, e.g. to a Broker)."""
 
-    def __init__(self, target: str, batch: int = 100, timeout: float = 60.0) -> None:
+    def __init__(self, target: str, batch: int = 100, timeout: float = 60.0,
+                 headers: Mapping[str, str] | None = None) -> None:
+        """`headers`: the caller token (`Authorization: Bearer`) the function or broker requires."""
         self.target, self.batch = target, max(1, batch)
-        self.client = httpx.Client(timeout=timeout)
+        self.client = httpx.Client(timeout=timeout, headers=dict(headers or {}))
 
     def close(self) -> None:
         self.client.close()
@@ -191,6 +196,9 @@ class Sender:
             report.problems.append(f"{self.target}: {type(exc).__name__}: {exc}")
             return
         answer = _json(resp)
+        if resp.status_code == 422 and str(answer.get("error", "")).startswith("conflict"):  # reported, not a failure
+            report.conflicted += sum(1 for e in answer.get("errors") or [] if "conflict" in str(e.get("msg"))) or len(chunk)
+            return
         if resp.status_code >= 300:
             report.failed_requests += 1
             report.rejected += len(chunk) if resp.status_code == 400 else 0
@@ -198,6 +206,7 @@ class Sender:
             return
         report.accepted += int(answer.get("accepted", len(chunk)))
         report.rejected += int(answer.get("rejected", 0))
+        report.conflicted += int(answer.get("conflicted", 0))
         report.alerts += len(answer.get("alerts") or [])
 
 
@@ -220,11 +229,11 @@ def schedule(rate: float, duration: float, batch: int) -> Iterator[tuple[float, 
 
 
 def generate(target: str, rate: float, duration: float, batch: int = 100, seed: int | None = None,
-             start: datetime | None = None) -> SendReport:
+             start: datetime | None = None, headers: Mapping[str, str] | None = None) -> SendReport:
     """Send `rate` events/s for `duration` seconds to `target`, paced; event times = send times
     (or from `start` on, spaced 1/rate apart, for a reproducible stream). No seed: fresh event ids."""
     gen = Generator(seed if seed is not None else random.SystemRandom().randrange(2**62))
-    sender, report = Sender(target, batch), SendReport()
+    sender, report = Sender(target, batch, headers=headers), SendReport()
     spacing = timedelta(seconds=1 / rate) if rate > 0 else timedelta(0)
     began = time.monotonic()
     try:

@@ -9,10 +9,16 @@ published back into the broker, like Knative's; a 2xx answer with any other non-
 delivery (Knative's broker filter answers 502 for it and retries), so functions answer empty or a CloudEvent. 5xx, 404, 408, 409, 429 and connection errors are
 retried per the Trigger's `delivery` (retry, backoffPolicy, backoffDelay); then the event is
 dead-lettered: appended as a JSON line to <state>/deadletter.jsonl. `GET /stats` gives the counters.
+
+Callers: with a `token` (the supervisor's caller token), ingress takes only requests carrying
+`Authorization: Bearer <token>` (401 otherwise, checked before the body is read; bodies over
+MAX_BODY are refused with 413), and every delivery carries it, like Knative's broker with OIDC.
+Without one (a test's bare broker) ingress is open and deliveries carry nothing.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import re
 import threading
@@ -35,6 +41,7 @@ from functions.logs import get_logger
 log = get_logger("local.broker")
 RETRIABLE = {404, 408, 409, 429}
 MAX_DEPTH = 16
+MAX_BODY = 32 << 20  # one event; an aicost batch goes straight to the function, never through a broker
 Resolver = Callable[[str], str | None]
 
 
@@ -156,9 +163,11 @@ def _event_json(event: events.Event) -> dict[str, Any]:
 class Broker:
     """Routes events by Triggers; thread-safe; `publish(event, wait=True)` returns every delivery."""
 
-    def __init__(self, triggers: list[Trigger], resolve: Resolver, state_dir: Path | str) -> None:
+    def __init__(self, triggers: list[Trigger], resolve: Resolver, state_dir: Path | str,
+                 token: Callable[[], str] | None = None) -> None:
         self.triggers = triggers
         self.resolve = resolve
+        self.token = token or (lambda: "")
         self.deadletter_path = Path(state_dir) / "deadletter.jsonl"
         self.counters = {"received": 0, "delivered": 0, "failed": 0, "retries": 0, "dead_lettered": 0, "replies": 0,
                          "unrouted_replies": 0}
@@ -226,6 +235,9 @@ class Broker:
         result = Result(trigger.name, trigger.service or trigger.uri, event.id, event.type, depth)
         url = self._subscriber_url(trigger)
         headers, body = events.to_binary(event)
+        token = self.token()
+        if token:
+            headers = {**headers, "Authorization": f"Bearer {token}"}
         reply: events.Event | None = None
         while url and not self._stopping.is_set():
             result.attempts += 1
@@ -326,6 +338,11 @@ def _handler(broker: Broker) -> type[BaseHTTPRequestHandler]:
                 self._answer(404, {"error": f"no such path {path}"})
 
         def do_POST(self) -> None:  # noqa: N802
+            refusal = self._refusal()
+            if refusal is not None:
+                self.close_connection = True  # the body is never read
+                self._answer(*refusal)
+                return
             body = self.rfile.read(int(self.headers.get("content-length") or 0))
             query = parse_qs(urlsplit(self.path).query)
             wait = query.get("wait", [""])[0].lower() in ("1", "true", "yes") or \
@@ -341,9 +358,25 @@ def _handler(broker: Broker) -> type[BaseHTTPRequestHandler]:
             else:
                 self._answer(202, {"accepted": event.id})
 
-        def _answer(self, status: int, obj: Any) -> None:
+        def _refusal(self) -> tuple[int, dict[str, Any], dict[str, str]] | None:
+            """401 without the caller token, 411 without a Content-Length, 413 over MAX_BODY: from headers only."""
+            token = broker.token()
+            sent = self.headers.get("authorization") or ""
+            if token and not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+                return 401, {"error": "authentication required: send `Authorization: Bearer <token>` (the local "
+                                      "stack's caller token: <state>/auth/token)"}, {"WWW-Authenticate": 'Bearer realm="finops"'}
+            length = self.headers.get("content-length")
+            if length is None or not length.strip().isdigit():
+                return 411, {"error": "the broker needs a Content-Length (one event, not a chunked stream)"}, {}
+            if int(length) > MAX_BODY:
+                return 413, {"error": f"the broker takes one event with a Content-Length of at most {MAX_BODY} bytes"}, {}
+            return None
+
+        def _answer(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
             data = json.dumps(obj, default=str).encode()
             self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(data)))
             self.end_headers()

@@ -44,6 +44,13 @@ DEFAULT_STATE = Path(".state")
 _HERE = Path(__file__).resolve().parent.parent
 
 
+def auth_headers(info: dict[str, Any]) -> dict[str, str]:
+    """The stack's caller token as a header (every function and the broker require it)."""
+    from functions.local.supervisor import auth_headers as headers
+
+    return headers(info)
+
+
 class DemoFailed(Exception):
     """A step failed: `step` names it, the message says why."""
 
@@ -267,7 +274,7 @@ class _Demo:
             return None
         start = datetime.now(UTC) - timedelta(hours=1)
         items = Generator(seed=self.opts.seed, burst_chance=0.01).batch(AI_EVENTS, start, timedelta(hours=1) / AI_EVENTS)
-        report, sender = SendReport(), Sender(service["url"], batch=500)
+        report, sender = SendReport(), Sender(service["url"], batch=500, headers=auth_headers(info))
         try:
             sender.send(items, report)
         finally:
@@ -286,7 +293,7 @@ class _Demo:
         if service is None or not report.ai:
             return
         try:
-            text = httpx.get(service["url"] + "/metrics", timeout=30).raise_for_status().text
+            text = httpx.get(service["url"] + "/metrics", headers=auth_headers(info), timeout=30).raise_for_status().text
         except httpx.HTTPError as exc:
             raise DemoFailed("AI cost metrics", str(exc)) from exc
         scraped = sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
@@ -320,7 +327,7 @@ class _Demo:
             return
         try:
             text = demo_optimizer.run(self.opts.examples, info.get("db", {}), service["url"], self.state, usage_table,
-                                      resource_id, self.progress)
+                                      resource_id, self.progress, auth_headers(info))
         except FinopsError as exc:
             raise DemoFailed("optimizer", exc.message) from exc
         sys.stdout.write(text + "\n")

@@ -33,8 +33,9 @@ def carbon_intensity(region: str, at: datetime) -> float:
 
 
 def run(examples: Path, db: Mapping[str, Any], optimizer_url: str, state: Path, usage_table: str, resource_id: str,
-        progress: Callable[[str], None]) -> str:
-    """Both admissions; the text for stdout. FinopsError when the optimizer did not answer as it should."""
+        progress: Callable[[str], None], headers: Mapping[str, str] | None = None) -> str:
+    """Both admissions; the text for stdout. FinopsError when the optimizer did not answer as it should.
+    `headers`: the caller token (over plain HTTP the optimizer takes admissions only from callers with it)."""
     import httpx
 
     from functions.clients.db import connect
@@ -57,10 +58,10 @@ def run(examples: Path, db: Mapping[str, Any], optimizer_url: str, state: Path, 
             if stored.status_code != 200:
                 raise InvalidInput(f"upload of notebook cyclic: HTTP {stored.status_code} {stored.text[:300]}")
             update = _review(client, optimizer_url, "UPDATE", _composition(usage_table[:-4], {
-                "finops.krateo.io/resource-ids": resource_id}))
+                "finops.krateo.io/resource-ids": resource_id}), headers)
             create = _review(client, optimizer_url, "CREATE", _composition(usage_table[:-4], {
                 "finops.krateo.io/allowed-regions": ",".join(ALLOWED), "finops.krateo.io/duration": "2h",
-                "finops.krateo.io/deadline": "24h"}))
+                "finops.krateo.io/deadline": "24h"}), headers)
     except httpx.HTTPError as exc:
         raise Unavailable(f"optimizer {optimizer_url}: {exc}") from exc
     windows = _patched(update, "/spec/optimization")
@@ -109,11 +110,12 @@ def _write_forecast(db: Any) -> None:
     db.executemany('INSERT INTO carbon_forecast (region, "timestamp", intensity) VALUES (?, ?, ?)', rows)
 
 
-def _review(client: Any, url: str, operation: str, obj: dict[str, Any]) -> dict[str, Any]:
+def _review(client: Any, url: str, operation: str, obj: dict[str, Any],
+            headers: Mapping[str, str] | None = None) -> dict[str, Any]:
     uid = f"demo-{operation.lower()}"
     body = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
             "request": {"uid": uid, "operation": operation, "namespace": "finops", "name": "demo-vm", "object": obj}}
-    answer = client.post(url + "/", json=body)
+    answer = client.post(url + "/", json=body, headers=dict(headers or {}))
     if answer.status_code != 200:
         raise InvalidInput(f"{operation} review: HTTP {answer.status_code} {answer.text[:300]}")
     review: dict[str, Any] = answer.json()

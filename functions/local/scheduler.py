@@ -6,7 +6,7 @@ one Knative's PingSource sends: type dev.knative.sources.ping, source
 /apis/v1/namespaces/<ns>/pingsources/<name>, the spec's data, and its ceOverrides extensions.
 Cron: the five standard fields (numbers, `*`, ranges, steps, lists; names not supported), evaluated
 in the PingSource's timezone (UTC by default). Day-of-month and day-of-week combine with OR when both
-are restricted, as in cron(8).
+are restricted, as in cron(8). Ticks carry the caller token (`token`) the broker's ingress requires.
 """
 
 from __future__ import annotations
@@ -105,8 +105,10 @@ class Scheduler:
     """A thread that wakes at each minute boundary and sends the due ticks to the broker."""
 
     def __init__(self, broker_url: str, state_dir: Path | str, eventsources_dir: Path | str | None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 token: Callable[[], str] | None = None) -> None:
         self.broker_url = broker_url
+        self.token = token or (lambda: "")
         self.store = CrStore(state_dir)
         self.static_dir = Path(eventsources_dir) if eventsources_dir else None
         self.clock = clock
@@ -124,6 +126,9 @@ class Scheduler:
         for ps in due(self.pingsources(), minute):
             event = ping_event(ps)
             headers, body = events.to_binary(event)
+            token = self.token()
+            if token:
+                headers = {**headers, "Authorization": f"Bearer {token}"}
             try:
                 httpx.post(self.broker_url, headers=headers, content=body, timeout=10).raise_for_status()
                 sent.append(event.id)

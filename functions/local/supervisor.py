@@ -7,6 +7,12 @@ answers `GET /`, restarts crashed ones (with backoff), stops all on exit, and ke
 (URLs, pids, the embedded database's user) current. The database password's source of truth is the
 local Secret `finops/finops-db-password` (referenced by the DatabaseConfig `finops/finops-db`): created
 with a random password on the first `up`, and when it changes the database handler is restarted.
+
+Callers are authenticated on the local stack too (functions.clients.callers): the local Secret
+`finops/finops-auth-token` holds the shared caller token (random, created on the first `up`); it is
+written to `<state>/auth/token` (0600) and every function gets FINOPS_AUTH_TOKEN_FILE naming that
+file. The broker's ingress and its deliveries, the scheduler's ticks and the CLI send it; when the
+Secret changes the file is rewritten and everyone re-reads it (no restart).
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from typing import Any
 
 import httpx
 
+from functions.clients.callers import TokenFile
+from functions.clients.kube import LocalReader
 from functions.local.broker import Broker, load_manifests, load_triggers
 from functions.local.crstore import CrStore
 from functions.local.scheduler import Scheduler
@@ -36,6 +44,7 @@ from functions.models.k8s import secret_data
 
 log = get_logger("local.supervisor")
 DB_NAMESPACE, DB_SECRET, DB_CONFIG, DB_USER = "finops", "finops-db-password", "finops-db", "finops"
+AUTH_SECRET, AUTH_KEY = "finops-auth-token", "token"
 READY_TIMEOUT = 60.0
 
 
@@ -100,7 +109,10 @@ def function_env(fn: Function, urls: dict[str, str], state_dir: Path, broker_url
                  db_users: dict[str, str]) -> dict[str, str]:
     """The environment of one function process: ours, then the Service's, then the local settings."""
     return {
-        **os.environ, **fn.env,
+        **os.environ,
+        "FINOPS_AUTH": "auto",  # the caller token whatever the shell says; a Service's own env may say `open`
+        **fn.env,
+        "FINOPS_AUTH_TOKEN_FILE": str(auth_token_file(state_dir)),
         "K_SERVICE": fn.name,
         "PORT": str(fn.port),
         "K_SINK": broker_url,
@@ -153,11 +165,13 @@ class Stack:
         (self.state_dir / "db").mkdir(parents=True, exist_ok=True)
         self.db_password = ensure_db_credentials(self.state_dir)
         self.db_user = db_user_from_store(self.state_dir)
+        ensure_auth_token(self.state_dir)
+        token = TokenFile(str(auth_token_file(self.state_dir))).read
         self.functions = functions_from_manifests(self.knative_dir)
         for fn in self.functions:
             fn.port = free_port()
         urls = {fn.name: fn.url for fn in self.functions}
-        self.broker = Broker(load_triggers(self.knative_dir), urls.get, self.state_dir)
+        self.broker = Broker(load_triggers(self.knative_dir), urls.get, self.state_dir, token=token)
         broker_url = self.broker.start()
         source = main_source()
         for fn in self.functions:
@@ -165,7 +179,7 @@ class Stack:
             self._spawn(fn, source)
         for fn in self.functions:
             self._wait_ready(fn)
-        self.scheduler = Scheduler(broker_url, self.state_dir, self.eventsources_dir)
+        self.scheduler = Scheduler(broker_url, self.state_dir, self.eventsources_dir, token=token)
         self.scheduler.start()
         return self._write_stack(ready=True)
 
@@ -182,6 +196,7 @@ class Stack:
                     self._spawn(fn, source)
                     self._write_stack(ready=True)
             self._follow_db_secret(source)
+            ensure_auth_token(self.state_dir)  # a changed Secret rewrites the file everyone reads
 
     def stop(self) -> None:
         self._stop.set()
@@ -244,6 +259,7 @@ class Stack:
             "db": {"url": next((fn.url for fn in self.functions if fn.target == "dbhandler"), ""),
                    "user": self.db_user, "password": self.db_password,
                    "secret": f"{DB_NAMESPACE}/{DB_SECRET}", "databaseConfig": f"{DB_NAMESPACE}/{DB_CONFIG}"},
+            "auth": {"tokenFile": str(auth_token_file(self.state_dir)), "secret": f"{DB_NAMESPACE}/{AUTH_SECRET}"},
         }
         path = stack_file(self.state_dir)
         tmp = path.with_suffix(".tmp")
@@ -287,3 +303,46 @@ def ensure_db_credentials(state_dir: Path) -> str:
     if docs:
         store.apply(docs)
     return password
+
+
+def auth_token_file(state_dir: Path) -> Path:
+    """The file holding the local stack's caller token (what FINOPS_AUTH_TOKEN_FILE names)."""
+    return Path(state_dir) / "auth" / "token"
+
+
+def ensure_auth_token(state_dir: Path) -> str:
+    """The caller token: the local Secret finops/finops-auth-token's (created random on first use),
+    written to auth_token_file (0600 in a 0700 folder) whenever it differs."""
+    secret = LocalReader(state_dir).get("Secret", DB_NAMESPACE, AUTH_SECRET)  # cheap: called every second
+    token = ""
+    if secret is not None:
+        try:
+            token = secret_data(secret).get(AUTH_KEY, "").strip()
+        except ValueError:
+            token = ""
+    if not token:
+        token = pysecrets.token_urlsafe(32)
+        CrStore(state_dir).apply([{"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                      "metadata": {"name": AUTH_SECRET, "namespace": DB_NAMESPACE},
+                      "data": {AUTH_KEY: base64.b64encode(token.encode()).decode()}}])
+    path = auth_token_file(state_dir)
+    try:
+        current = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        current = None
+    if current != token:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(token + "\n")
+        os.replace(tmp, path)
+    return token
+
+
+def auth_headers(stack: dict[str, Any]) -> dict[str, str]:
+    """`Authorization: Bearer <caller token>` of a running stack (from stack.json), for the CLI's calls."""
+    path = str((stack.get("auth") or {}).get("tokenFile") or "")
+    token = TokenFile(path).read() if path else ""
+    return {"Authorization": f"Bearer {token}"} if token else {}

@@ -8,8 +8,15 @@ Reads:   AICostPricing CRs (price overrides, FX table) and AICostBudget CRs, on 
 Writes:  one FOCUS-shaped row per event id into FINOPS_AICOST_TABLE (functions.storage.aicost_store);
          fired alerts into FINOPS_AICOST_ALERTS_TABLE.
 Emits:   `io.finops.budget.exceeded`, once per (budget, threshold, period), POSTed to K_SINK.
-Answers: 200 with {accepted, rejected, errors[{index, id, loc, msg}], alerts}; 400 when nothing in
-         the request was acceptable (every bad field listed); 503 when the database or sink is down.
+Answers: 200 with {accepted, duplicates, rejected, errors[{index, id, loc, msg}], conflicted,
+         conflicts[{index, id, loc, msg}], alerts}; 400 when nothing in the request was acceptable
+         (every bad field listed); 422 when nothing was stored and an event conflicts (final, like
+         a 400: Knative retries a 409, and a conflict stays one); 503 when the database or sink is down.
+
+Ids: an event id is stored once, with a hash of its content (type, source, subject, time, data).
+The same event again is a duplicate (accepted, nothing changes: redelivery is normal). The same id
+with OTHER content is a conflict: never accepted, never stored over the first, and named in the
+answer (a forged event sent first with a real event's id must not make the real one look stored).
 
 Budgets: after the insert, for every budget whose scope matches an accepted event, the spend of each
 period those events fall in (by event time, so late events count in their own period) is summed from
@@ -20,6 +27,7 @@ and the request answers 503, so the redelivery fires it again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -34,7 +42,7 @@ from functions import events
 from functions.clients import kube
 from functions.clients.db import Database
 from functions.clients.kube import ResourceReader
-from functions.codecs import ai_pricing
+from functions.codecs import ai_pricing, json_limits
 from functions.errors import FieldError, InvalidInput, Unavailable, field_errors
 from functions.logs import get_logger
 from functions.models.aicost import SERVICE_CATEGORY, AICostBudget, AICostEvent, AICostPricing, AICostSettings
@@ -53,14 +61,24 @@ class Outcome:
     errors: list[dict[str, Any]] = field(default_factory=list)
     alerts: list[events.Event] = field(default_factory=list)
     batch: bool = True
+    conflicts: list[dict[str, Any]] = field(default_factory=list)
+    duplicates: int = 0
 
     @property
     def status(self) -> int:
         return 400 if self.errors and not self.accepted else 200
 
     def body(self) -> dict[str, Any]:
-        return {"accepted": self.accepted, "rejected": len(self.errors), "errors": self.errors,
+        return {"accepted": self.accepted, "duplicates": self.duplicates, "rejected": len(self.errors),
+                "errors": self.errors, "conflicted": len(self.conflicts), "conflicts": self.conflicts,
                 "alerts": [a.data for a in self.alerts]}
+
+    def raise_if_nothing_stored(self) -> None:
+        """Every valid event conflicts with a stored one: a 422 naming each (nothing was accepted)."""
+        if self.conflicts and not self.accepted:
+            raise InvalidInput("conflict: no AI cost event stored, every valid event's id is already stored with "
+                               "other content", [FieldError(_loc(c["index"], c["loc"], self.batch), c["msg"])
+                                                 for c in [*self.conflicts, *self.errors]], status=422)
 
     def raise_if_refused(self) -> None:
         """Nothing acceptable: a 400 listing every bad field of every event."""
@@ -81,6 +99,7 @@ def decode(headers: Mapping[str, str], body: bytes) -> tuple[list[events.Event |
     ctype = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
     if not ctype.lower().startswith(BATCH_CONTENT_TYPE):
         return [events.from_http(headers, body)], False
+    json_limits.check_depth(body)  # before the stdlib parser, which recurses per level
     try:
         items = json.loads(body)
     except ValueError as exc:
@@ -113,22 +132,69 @@ def handle(items: Sequence[events.Event | InvalidInput], db: Database, reader: R
     table = ai_pricing.price_table(_crs(reader, AICostPricing))
     ingested = now()
     rows: list[list[Any]] = []
-    good: list[AICostEvent] = []
+    good: list[tuple[int, AICostEvent, str]] = []
     for index, item in enumerate(items):
         parsed = _parse(index, item, table, ingested, outcome)
         if parsed is not None:
-            good.append(parsed[0])
-            rows.append(parsed[1])
+            assert not isinstance(item, InvalidInput)
+            digest = content_hash(item)
+            good.append((index, parsed[0], digest))
+            rows.append(_with_hash(parsed[1], digest))
     outcome.accepted = len(good)
     outcome.raise_if_refused()
     if not good:
         return outcome
     _ensure_tables(db, settings)
-    aicost_store.insert_events(db, settings.table, rows)
-    outcome.alerts = evaluate_budgets(good, db, reader, settings, publish, now)
-    log.info("ai costs stored", extra={"accepted": outcome.accepted, "rejected": len(outcome.errors),
+    ids = [e.id for _, e, _ in good]
+    before = aicost_store.content_hashes(db, settings.table, ids)  # duplicates: known ids are not sent again
+    aicost_store.insert_events(db, settings.table, [r for r, (_, e, _) in zip(rows, good, strict=True) if e.id not in before])
+    stored = aicost_store.content_hashes(db, settings.table, ids) if len(before) < len(set(ids)) else before
+    kept = _sort_out(good, before, stored, outcome)
+    outcome.raise_if_nothing_stored()
+    outcome.alerts = evaluate_budgets(kept, db, reader, settings, publish, now)
+    log.info("ai costs stored", extra={"accepted": outcome.accepted, "duplicates": outcome.duplicates,
+                                       "rejected": len(outcome.errors), "conflicted": len(outcome.conflicts),
                                        "alerts": len(outcome.alerts)})
     return outcome
+
+
+def content_hash(event: events.Event) -> str:
+    """SHA-256 of what an event says (type, source, subject, time as an instant, data as canonical JSON):
+    the same event redelivered hashes the same whatever the broker added (extensions, arrival time)."""
+    when = str(event.time or "")
+    with contextlib.suppress(ValueError):
+        when = datetime.fromisoformat(when.replace("Z", "+00:00")).astimezone(UTC).isoformat() if when else ""
+    data = event.data.decode("utf-8", "replace") if isinstance(event.data, bytes) else event.data
+    canonical = json.dumps({"type": event.type, "source": event.source, "subject": event.subject or "", "time": when,
+                            "data": data}, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _with_hash(row: list[Any], digest: str) -> list[Any]:
+    out = list(row)
+    out[aicost_store.ROW_COLUMNS.index("x_contenthash")] = digest
+    return out
+
+
+def _sort_out(good: Sequence[tuple[int, AICostEvent, str]], before: Mapping[str, str | None],
+              stored: Mapping[str, str | None], outcome: Outcome) -> list[AICostEvent]:
+    """Stored, duplicate or conflict, per event, from what the table holds after the insert (whichever
+    request or instance won an id, the stored content decides) and before it (a duplicate)."""
+    kept: list[AICostEvent] = []
+    for index, event, digest in good:
+        have = stored.get(event.id, digest)
+        if have is not None and have != digest:
+            outcome.conflicts.append({"index": index, "id": event.id, "loc": "id", "msg": (
+                f"conflict: event id {event.id!r} is already stored with other content (sha256 {have[:12]}…, "
+                f"this event's {digest[:12]}…); the stored event is kept: send a new id for a new event")})
+            continue
+        outcome.duplicates += 1 if event.id in before else 0
+        kept.append(event)
+    outcome.accepted = len(kept)
+    if outcome.conflicts:
+        log.warning("AI cost events conflict with stored ones", extra={
+            "conflicted": len(outcome.conflicts), "ids": [c["id"] for c in outcome.conflicts[:20]]})
+    return kept
 
 
 def _parse(index: int, item: events.Event | InvalidInput, table: ai_pricing.PriceTable, ingested: datetime,
@@ -208,6 +274,7 @@ def focus_row(event: AICostEvent, priced: ai_pricing.Priced, ingested: datetime)
         "listunitprice": float(priced.unit_price) if priced.unit_price is not None else None,
         "resourceid": f"{d.team}/{d.project}/{d.source}", "tags": d.tags(),
         "finops_source": "aicost", "finops_run": event.id, "finops_ingested_at": _ms(ingested),
+        "x_contenthash": None,  # filled by handle() from the CloudEvent (content_hash)
     }
     return [values.get(c) for c in aicost_store.ROW_COLUMNS]
 

@@ -27,8 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import ValidationError
 
+from functions.clients import callers, kube, pipeline
 from functions.clients import endpoint as endpoint_client
-from functions.clients import kube, pipeline
 from functions.clients.kube import ResourceReader
 from functions.codecs import exposition, focus_conformance, records
 from functions.errors import FieldError, FinopsError, InvalidInput, field_errors
@@ -183,7 +183,7 @@ def _read(plan: ScrapePlan, ref: ConfigRef, tmp: BinaryIO, reader: ResourceReade
     """Arrow IPC from our exporter (negotiated); exposition text from anything else."""
     if plan.api is None:
         url = f"{settings.exporter_url.rstrip('/')}/metrics/{ref.namespace}/{ref.name}"
-        got = pipeline.download(url, tmp, ACCEPT)
+        got = pipeline.download(url, tmp, ACCEPT, headers=callers.outbound_headers())  # our exporter checks it
         if got.headers.get("x-finops-snapshot") == "none":
             return False, None
         ctype = got.content_type

@@ -13,12 +13,16 @@ cost table (functions.storage.tables.cost_columns, so `SELECT ... FROM focus_cos
 | `x_fxrate` | STRING | USD per unit of BillingCurrency used (1 for USD) |
 | `x_price`, `x_pricesource` | STRING | the price applied and where it came from (genai-prices version, our GPU table, an AICostPricing CR) |
 | `x_eventtime` | TIMESTAMP | the event's time (= ChargePeriodStart) |
+| `x_contenthash` | STRING | SHA-256 of the event's canonical content (type, source, subject, time, data): an id that comes back with other content is a conflict, not a duplicate |
 
 Totals are NOT a second table: they are `SUM(x_cost_usd)` over this table, grouped by
 (x_team, x_project, x_source) at read time (`totals()`). A counter table updated beside the insert
 cannot stay right on CrateDB, which has no transactions: a retry after a partial failure would count
 twice. The primary key makes every insert idempotent, so the sums are right under redelivery, out of
-order arrival and concurrent instances, and any instance answers the same global totals.
+order arrival and concurrent instances, and any instance answers the same global totals. The first
+content stored for an id stays; `content_hashes()` reads back what is stored after the insert, so a
+later event with that id and other content (a forgery sent first, or a producer bug) is told apart
+from a redelivery, whichever instance or request won the insert.
 
 Fired budget alerts live in `ai_budget_alerts` (FINOPS_AICOST_ALERTS_TABLE) keyed by
 `alertkey = <ns>/<name>|<threshold>|<period start>`: the single-row INSERT that wins the key is the
@@ -47,7 +51,7 @@ from functions.storage.tables import (
 EXTRA_COLUMNS: dict[str, str] = {
     "x_eventid": f"{STRING} PRIMARY KEY", "x_team": STRING, "x_project": STRING, "x_source": STRING,
     "x_cost_usd": DOUBLE, "x_cost_usd_exact": STRING, "x_fxrate": STRING, "x_price": STRING,
-    "x_pricesource": STRING, "x_eventtime": TIMESTAMP,
+    "x_pricesource": STRING, "x_eventtime": TIMESTAMP, "x_contenthash": STRING,
 }
 ALERT_COLUMNS: dict[str, str] = {
     "alertkey": f"{STRING} PRIMARY KEY", "budget": STRING, "threshold": DOUBLE, "period": STRING,
@@ -66,9 +70,20 @@ ROW_COLUMNS: tuple[str, ...] = tuple(event_columns())
 
 
 def ensure_tables(db: Database, table: str, alerts_table: str) -> None:
-    """CREATE TABLE IF NOT EXISTS for both tables (idempotent; cheap enough to run per cold start)."""
+    """CREATE TABLE IF NOT EXISTS for both tables (idempotent; cheap enough to run per cold start);
+    a table from before content hashes were kept gets the column (its old rows stay NULL)."""
     db.execute(create_table(table, event_columns()))
     db.execute(create_table(alerts_table, ALERT_COLUMNS))
+    found = db.execute("SELECT column_name FROM information_schema.columns WHERE table_name = ? AND column_name = ?",
+                       [valid_table_name(table), "x_contenthash"])
+    if not found.rows:
+        try:
+            db.execute(f"ALTER TABLE {quote_ident(valid_table_name(table))} ADD COLUMN x_contenthash {STRING}")
+        except DatabaseError:
+            again = db.execute("SELECT column_name FROM information_schema.columns WHERE table_name = ? AND "
+                               "column_name = ?", [valid_table_name(table), "x_contenthash"])
+            if not again.rows:  # not a concurrent instance that added it first
+                raise
 
 
 def insert_events(db: Database, table: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -84,6 +99,19 @@ def insert_events(db: Database, table: str, rows: Sequence[Sequence[Any]]) -> No
     if failed:
         raise DatabaseError(f"{len(failed)} of {len(rows)} AI cost rows failed to insert (first: row {failed[0]})", 500)
     db.execute(f"REFRESH TABLE {name}")  # CrateDB: make them visible to the aggregations that follow
+
+
+def content_hashes(db: Database, table: str, event_ids: Sequence[str], chunk: int = 2000) -> dict[str, str | None]:
+    """The stored content hash of each of these event ids that is stored (None: stored before hashes were kept)."""
+    name = quote_ident(valid_table_name(table))
+    unique = list(dict.fromkeys(event_ids))
+    out: dict[str, str | None] = {}
+    for start in range(0, len(unique), chunk):
+        part = unique[start:start + chunk]
+        result = db.execute(f"SELECT x_eventid, x_contenthash FROM {name} WHERE x_eventid IN "
+                            f"({', '.join('?' for _ in part)})", part)
+        out.update({str(r[0]): (str(r[1]) if r[1] is not None else None) for r in result.rows})
+    return out
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from typing import Any
 
 import httpx
 from aicost_server import AICost, start_aicost
+from dbhandler_server import AUTH
 
 from functions.clients.db import Database
 from functions.codecs import ai_pricing
@@ -47,7 +48,7 @@ BATCH = int(os.environ.get("FINOPS_BENCH_AI_BATCH", "1000"))
 PROBES = int(os.environ.get("FINOPS_BENCH_AI_PROBES", "200"))
 LOAD_RATE = float(os.environ.get("FINOPS_BENCH_AI_LOAD_RATE", "2000"))
 ALERTS = int(os.environ.get("FINOPS_BENCH_AI_ALERTS", "20"))
-HEADERS = {"Content-Type": "application/cloudevents-batch+json"}
+HEADERS = {"Content-Type": "application/cloudevents-batch+json", **AUTH}
 START = datetime(2025, 6, 1, tzinfo=UTC)
 ALERT_DAY0 = datetime(2024, 1, 1, 12, tzinfo=UTC)
 BUDGET = {"apiVersion": "finops.krateo.io/v1", "kind": "AICostBudget",

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from dbhandler_server import AUTH
 from test_optimizer_webhook_answers_admission_reviews import VM1, VM2, Stack, composition
 from test_optimizer_webhook_answers_admission_reviews import stack_fixture as stack_fixture  # noqa: F401 - fixture
 
@@ -39,7 +40,7 @@ def _latencies(url: str, bodies: list[bytes]) -> list[float]:
     with httpx.Client(limits=httpx.Limits(max_connections=CONCURRENCY), timeout=30) as client:
         def one(body: bytes) -> float:
             started = time.perf_counter()
-            answer = client.post(url, content=body, headers={"Content-Type": "application/json"})
+            answer = client.post(url, content=body, headers={"Content-Type": "application/json", **AUTH})  # plain HTTP
             elapsed = time.perf_counter() - started
             assert answer.status_code == 200 and answer.json()["response"]["allowed"] is True
             return elapsed

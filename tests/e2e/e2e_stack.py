@@ -29,7 +29,7 @@ import yaml
 
 from functions import events
 from functions.local.crstore import CrStore, load_documents
-from functions.local.supervisor import Stack, read_stack
+from functions.local.supervisor import Stack, auth_headers, read_stack
 
 REPO = Path(__file__).resolve().parents[2]
 KNATIVE = REPO / "knative" / "base"
@@ -119,10 +119,14 @@ class E2EStack:
     def url(self, service: str) -> str:
         return str(self.info()["services"][service]["url"])
 
+    def auth(self) -> dict[str, str]:
+        """The stack's caller token as a header: every function and the broker require it."""
+        return auth_headers(self.info())
+
     def post_event(self, service: str, event: events.Event) -> httpx.Response:
         """Deliver one CloudEvent (binary mode) straight to a function, as the bridge's Broker would."""
         headers, body = events.to_binary(event)
-        return httpx.post(self.url(service), headers=headers, content=body, timeout=60)
+        return httpx.post(self.url(service), headers={**headers, **self.auth()}, content=body, timeout=60)
 
     def pid(self, service: str) -> int:
         return int(self.info()["services"][service]["pid"])

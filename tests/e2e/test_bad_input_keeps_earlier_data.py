@@ -99,7 +99,7 @@ def config(stack: E2EStack, name: str, metric_type: str) -> tuple[str, str]:
 
 
 def snapshot(stack: E2EStack, name: str) -> bytes:
-    resp = httpx.get(f"{stack.url('exporter')}/metrics/finops/{name}", timeout=30)
+    resp = httpx.get(f"{stack.url('exporter')}/metrics/finops/{name}", headers=stack.auth(), timeout=30)
     assert resp.status_code == 200 and resp.headers.get("x-finops-snapshot") == "present", resp.text[:300]
     return resp.content
 

@@ -186,7 +186,7 @@ def test_real_world_focus_files_are_stored_exactly_or_rejected_with_their_reason
         assert done.data["findings"]["error"] >= 2
 
         # the metric a Prometheus alerts on
-        metrics = httpx.get(stack.url("aicost-metrics") + "/metrics", timeout=30).text
+        metrics = httpx.get(stack.url("aicost-metrics") + "/metrics", headers=stack.auth(), timeout=30).text
         assert f'finops_ingest_last_run_rows_rejected{{source="{REF10}",table="{TABLE}"}} 3.0' in metrics, metrics
         assert f'finops_ingest_last_run_rows_stored{{source="{REF13}",table="{TABLE}"}} 4.0' in metrics, metrics
 
