@@ -147,8 +147,8 @@ def bearer(header: str | None) -> str | None:
     return value if scheme.lower() == "bearer" and value else None
 
 
-def basic_password(header: str | None) -> str | None:
-    """The password of an `Authorization: Basic` header (None when it is not Basic or not decodable)."""
+def basic_credentials(header: str | None) -> tuple[str, str] | None:
+    """(user, password) of an `Authorization: Basic` header; None when it is not Basic or not decodable."""
     if not header:
         return None
     scheme, _, value = header.strip().partition(" ")
@@ -158,7 +158,14 @@ def basic_password(header: str | None) -> str | None:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
         return None
-    return decoded.partition(":")[2]
+    user, _, password = decoded.partition(":")
+    return user, password
+
+
+def basic_password(header: str | None) -> str | None:
+    """The password of an `Authorization: Basic` header (None when it is not Basic or not decodable)."""
+    creds = basic_credentials(header)
+    return None if creds is None else creds[1]
 
 
 def jwt_claims(token: str) -> dict[str, Any] | None:

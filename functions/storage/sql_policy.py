@@ -242,22 +242,12 @@ def policy_text(sql: str) -> str:
 
 def admit_plain(stmt: str) -> None:
     """`admit` for a statement that names no payload (a placeholder INSERT's ON CONFLICT), cached per text."""
-    verdict = _plain_verdict(stmt) if len(stmt) <= _CACHE_MAX_LEN else _judge_plain(stmt)
-    if verdict is not None:
-        raise SqlError(verdict[0], verdict[1])
+    _raise(_plain_verdict(stmt) if len(stmt) <= _CACHE_MAX_LEN else _judged(admit, stmt))
 
 
 @functools.lru_cache(maxsize=1024)
 def _plain_verdict(stmt: str) -> tuple[str, int] | None:
-    return _judge_plain(stmt)
-
-
-def _judge_plain(stmt: str) -> tuple[str, int] | None:
-    try:
-        admit(stmt)
-    except SqlError as exc:
-        return exc.message, exc.code
-    return None
+    return _judged(admit, stmt)
 
 
 def check_noop(stmt: str) -> None:
@@ -273,22 +263,26 @@ _CACHE_MAX_LEN = 64 * 1024
 
 def check(sql: str) -> None:
     """Raise the refusal for one DuckDB statement, or return if it may run; cached per text."""
-    verdict = _verdict(sql) if len(sql) <= _CACHE_MAX_LEN else _judge(sql)
-    if verdict is not None:
-        raise SqlError(verdict[0], verdict[1])
+    _raise(_verdict(sql) if len(sql) <= _CACHE_MAX_LEN else _judged(_classify, sql))
 
 
 @functools.lru_cache(maxsize=4096)
 def _verdict(sql: str) -> tuple[str, int] | None:
-    return _judge(sql)
+    return _judged(_classify, sql)
 
 
-def _judge(sql: str) -> tuple[str, int] | None:
+def _judged(judge: Callable[[str], object], text: str) -> tuple[str, int] | None:
+    """A verdict that can be cached: None (it may run) or the refusal's (message, code)."""
     try:
-        _classify(sql)
+        judge(text)
     except SqlError as exc:
         return exc.message, exc.code
     return None
+
+
+def _raise(verdict: tuple[str, int] | None) -> None:
+    if verdict is not None:
+        raise SqlError(verdict[0], verdict[1])
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,6 @@ to servers whose banner carries the flag.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import gzip
 import hmac
 import time
@@ -21,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from functions.clients.callers import basic_credentials
 from functions.errors import Unauthorized
 from functions.logs import get_logger
 from functions.storage.dialect import SqlError
@@ -143,7 +142,7 @@ def check_basic_auth(header: str | None, users: Mapping[str, str], *, trust: boo
     in with none. Without it (authenticated by default), both are refused. Raises Unauthorized with
     CrateDB's wording.
     """
-    user, password = _parse_basic(header)
+    user, password = basic_credentials(header) or (None, None)
     if not users and trust:
         return user or "crate"
     if user is None:
@@ -154,20 +153,6 @@ def check_basic_auth(header: str | None, users: Mapping[str, str], *, trust: boo
     if not expected and not trust:
         raise Unauthorized(f'user "{user}" has an empty password, refused unless FINOPS_AUTH=open')
     return user
-
-
-def _parse_basic(header: str | None) -> tuple[str | None, str | None]:
-    if not header:
-        return None, None
-    scheme, _, value = header.strip().partition(" ")
-    if scheme.lower() != "basic":
-        return None, None
-    try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None, None
-    user, _, password = decoded.partition(":")
-    return user, password
 
 
 def unauthorized_answer(exc: Unauthorized) -> tuple[int, dict[str, str], bytes]:

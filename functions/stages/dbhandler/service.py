@@ -30,6 +30,7 @@ import orjson
 import pyarrow as pa
 from pydantic import ValidationError
 
+from functions.clients.callers import basic_credentials
 from functions.clients.db import Database, connect
 from functions.codecs import records
 from functions.errors import (
@@ -262,7 +263,7 @@ def open_database(authorization: str | None, settings: DbHandlerSettings) -> Dat
 
 def open_verified(authorization: str | None, settings: DbHandlerSettings) -> tuple[Database, str, str]:
     """open_database, plus the user and password that worked (as given or base64-decoded)."""
-    creds = _basic_credentials(authorization)
+    creds = basic_credentials(authorization)
     if creds is None:
         raise Unauthorized("authorization header is missing or not type basic")
     last: Unauthorized | None = None
@@ -288,20 +289,6 @@ def _verified(user: str, password: str, settings: DbHandlerSettings) -> Database
         db.close()
         raise
     return db
-
-
-def _basic_credentials(header: str | None) -> tuple[str, str] | None:
-    if not header:
-        return None
-    scheme, _, value = header.strip().partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    user, _, password = decoded.partition(":")
-    return user, password
 
 
 def _candidates(user: str, password: str) -> list[tuple[str, str]]:
