@@ -82,9 +82,12 @@ def dbhandler(request: flask.Request) -> flask.Response:
         if basic_password(request.headers.get("Authorization")) == "":
             raise Unauthorized("an empty database password is refused (FINOPS_AUTH=open accepts Krateo's "
                                "passwordless users)", challenge)
-        if not service.current_settings().users:
+        settings = service.current_settings()
+        if not settings.users and settings.embedded:
             raise Unauthorized("this database handler has no users (FINOPS_DB_USERS={}): set users with "
                                "passwords, or FINOPS_AUTH=open to accept anyone", challenge)
+        if request.path.rstrip("/") not in _PROBES:  # the banner is open; everything else is a database user's
+            service.check_credentials(request.headers.get("Authorization"), settings)
 
     return _serve(request, "dbhandler", run, methods=None, check=check)
 
@@ -199,7 +202,7 @@ def optimizer(request: flask.Request) -> flask.Response:
                 raise Unauthorized("GET /optimize needs the database handler's Basic credentials (Authorization: "
                                    "Basic): they are forwarded to the handler, which checks them", 'Basic realm="finops"')
             return
-        if cloudevent() or not request.is_secure:
+        if cloudevent() or not _over_tls(request):
             gate.check(request.headers.get("Authorization"))
 
     def run() -> flask.Response:
@@ -223,6 +226,15 @@ def optimizer(request: flask.Request) -> flask.Response:
         return _json(stage.review(body, deps))
 
     return _serve(request, "optimizer", run, get=True, check=check)
+
+
+def _over_tls(request: flask.Request) -> bool:
+    """Whether THIS connection is TLS (the webhook Deployment's gunicorn terminates it), read from the
+    socket itself: `request.is_secure` also believes X-Forwarded-Proto/-Ssl, which gunicorn trusts from
+    127.0.0.1, where every request comes from behind Knative's queue-proxy or on the local stack."""
+    import ssl
+
+    return isinstance(request.environ.get("gunicorn.socket"), ssl.SSLSocket)
 
 
 _OPTIMIZER: list[Any] = []

@@ -13,9 +13,10 @@ Cases:
 - the refusal comes before the body is read: a request head announcing 200 MB is answered 401 at once;
 - the probes `GET /` and `/healthz` stay open on every target;
 - the database handler (Basic per request, its own users): an empty password (Krateo's `crate`) is
-  refused, a wrong one too, the real one is served;
+  refused, a wrong one too, the real one is served; wrong credentials are refused before the body;
 - the optimizer: GET /optimize needs Basic credentials (forwarded to the handler) and gets nothing
-  without them; a plain-HTTP AdmissionReview and the day-2 ping need the token;
+  without them; a plain-HTTP AdmissionReview and the day-2 ping need the token, also when the request
+  claims TLS with X-Forwarded-Proto/-Ssl (only a TLS socket counts);
 - the issue's reproduction: a forged AI cost event sent first with a real event's id is refused
   unauthenticated and nothing is stored; sent with the token (a buggy producer), the real $5,000 event
   that follows is answered 422 `conflict` naming the id, never `accepted`, alone and in a batch (200,
@@ -143,6 +144,9 @@ CALLS: dict[tuple[str, str], Request] = {
     ("notebooks", "POST / (upload a notebook)"): lambda: ("POST", "/", *_cr_applied("Notebook")),
     ("optimizer", "POST / (day-2 ping: label compositions)"): lambda: ("POST", "/", *_event(events.PING, {"compositions": []}, finopstarget="optimizer")),
     ("optimizer", "POST / (AdmissionReview over plain HTTP)"): lambda: ("POST", "/", *_review()),
+    ("optimizer", "POST / (AdmissionReview over plain HTTP claiming TLS by X-Forwarded-*)"): lambda: (
+        "POST", "/", {**_review()[0], "X-Forwarded-Proto": "https", "X-Forwarded-Ssl": "on",
+                      "X-Forwarded-Protocol": "ssl"}, _review()[1]),
 }
 # The database handler's callers are database users (Basic): its own walk is below.
 BASIC_ONLY = {"dbhandler"}
@@ -221,6 +225,14 @@ def test_the_database_handler_refuses_empty_and_wrong_passwords(stack: Stack) ->
         assert "empty database password" in empty.text, empty.text
     served = httpx.post(url + "/_sql", headers={"Content-Type": "application/json", **BASIC}, content=stmt, timeout=30)
     assert served.status_code == 200 and served.json()["rows"] == [[1]], served.text
+
+
+@pytest.mark.parametrize("path", ["/upload?table=t&run=r", "/_sql", "/compute/nb/upload"])
+def test_the_database_handler_refuses_wrong_credentials_before_the_body(stack: Stack, path: str) -> None:
+    wrong = {"Authorization": "Basic " + base64.b64encode(b"finops:wrong").decode(), "Content-Type": "application/json"}
+    seconds, answer = _head_only(stack.urls["dbhandler"], "POST", path, wrong)
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    assert seconds < 5  # had it read the 200 MB announced, the read would have timed out
 
 
 def test_get_optimize_needs_basic_credentials(stack: Stack) -> None:

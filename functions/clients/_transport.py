@@ -276,7 +276,8 @@ def _redirect(hop: Hop, request: httpx.Request, response: httpx.Response, origin
     method, body = hop.method, hop.body
     if (response.status_code == 303 and method != "HEAD") or (response.status_code in (301, 302) and method == "POST"):
         method, body = "GET", False
-    log.info("following a redirect", extra={"url": str(request.url), "status": response.status_code, "to": str(target)})
+    log.info("following a redirect", extra={"url": loggable(request.url), "status": response.status_code,
+                                            "to": loggable(target)})
     return Hop(method, str(target.copy_with(fragment=None)), hop.credentials and same_origin(origin, target), body)
 
 
@@ -325,7 +326,7 @@ def _after_response(
             response.close()
     response.close()
     delay = wait if wait is not None else retry.backoff(attempt) if retry else 0.0
-    log.warning("retrying", extra={"method": method, "url": url, "status": status, "delay": delay})
+    log.warning("retrying", extra={"method": method, "url": loggable(url), "status": status, "delay": delay})
     return delay
 
 
@@ -343,10 +344,18 @@ def _after_error(
     if isinstance(error, InvalidInput) or not may_retry or _exhausted(retry, attempt) or retry is None:
         raise error from exc
     delay = retry.backoff(attempt)
-    log.warning("retrying", extra={"method": method, "url": url, "error": str(error), "delay": delay})
+    log.warning("retrying", extra={"method": method, "url": loggable(url), "error": str(error), "delay": delay})
     return delay
 
 
 def _maybe_sent(exc: Exception) -> bool:
     """Whether the server may have seen the request: only connect failures prove it did not."""
     return not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.ProxyError)
+
+
+def loggable(url: object) -> str:
+    """A URL as logs may show it: scheme, host, port and path; never its query (presigned URLs carry
+    signatures and tokens there) nor userinfo."""
+    parsed = httpx.URL(str(url))
+    port = f":{parsed.port}" if parsed.port else ""
+    return f"{parsed.scheme}://{parsed.host}{port}{parsed.path}"

@@ -401,17 +401,23 @@ def usage(endpoint: endpoint_client.Endpoint, table: str, resource_id: str, note
                                    content=body, timeout=10.0, policy=policy)
     if resp.status_code in (401, 403):
         raise Unauthorized(f"the database handler refused the credentials ({resp.status_code})")
+    # The upstream's own text goes to the log, never into the answer: a caller names the URL, so an
+    # echo would read any allowed Service's replies through the optimizer.
+    if resp.status_code != 200:
+        log.warning("usage notebook call failed", extra={"url": url, "status": resp.status_code, "reply": resp.text[:300]})
     if resp.status_code == 422:
-        raise InvalidInput(f"usage notebook {notebook!r} failed: {resp.text[:300]}", [FieldError("table_name", resp.text[:300])])
+        raise InvalidInput(f"usage notebook {notebook!r} failed (HTTP 422; the optimizer's log has its error)",
+                           [FieldError("table_name", "the usage notebook failed")])
     if resp.status_code == 404:
         raise InvalidInput(f"the database handler has no notebook {notebook!r} (apply crds/examples/notebook-cyclic.yaml)",
                            [FieldError("FINOPS_OPTIMIZER_USAGE_NOTEBOOK", "not found")])
     if resp.status_code != 200:
-        raise Unavailable(f"usage notebook {notebook!r}: HTTP {resp.status_code}: {resp.text[:300]}")
+        raise Unavailable(f"usage notebook {notebook!r}: HTTP {resp.status_code}")
     try:
         return orjson.loads(resp.content)
     except orjson.JSONDecodeError as exc:
-        raise Unavailable(f"usage notebook {notebook!r} answered non-JSON: {resp.text[:200]}") from exc
+        log.warning("usage notebook answered non-JSON", extra={"url": url, "reply": resp.text[:200]})
+        raise Unavailable(f"usage notebook {notebook!r} answered non-JSON") from exc
 
 
 def optimize_endpoint(args: Mapping[str, str], authorization: str | None, deps: Deps) -> dict[str, Any]:

@@ -261,6 +261,28 @@ def open_database(authorization: str | None, settings: DbHandlerSettings) -> Dat
     return open_verified(authorization, settings)[0]
 
 
+def check_credentials(authorization: str | None, settings: DbHandlerSettings) -> None:
+    """Refuse a caller before its body is read: embedded mode checks the users (a dict lookup, as given
+    or base64-decoded); CrateDB mode only that the header is Basic (CrateDB itself checks the password
+    when the request's connection opens, which needs no body)."""
+    creds = basic_credentials(authorization)
+    if creds is None:
+        raise Unauthorized("authorization header is missing or not type basic")
+    if not settings.embedded:
+        return
+    from functions.storage import sqlapi
+
+    last: Unauthorized | None = None
+    for user, password in _candidates(*creds):
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        try:
+            sqlapi.check_basic_auth(f"Basic {token}", settings.users)
+            return
+        except Unauthorized as exc:
+            last = exc
+    raise last or Unauthorized()
+
+
 def open_verified(authorization: str | None, settings: DbHandlerSettings) -> tuple[Database, str, str]:
     """open_database, plus the user and password that worked (as given or base64-decoded)."""
     creds = basic_credentials(authorization)
