@@ -12,6 +12,10 @@ password in `ps`. Now, through a real handler on 127.0.0.1 with the default FINO
   handler's public port are refused, as are bind/listen; UDP, unix and netlink sockets are refused
   and a real UDP server receives nothing;
 - a fork bomb gets EAGAIN at FINOPS_NOTEBOOK_MAX_PROCESSES and the handler keeps answering;
+- where nothing else keeps signals in (the handler's uid, no PID namespace, Landlock ABI < 6: Linux
+  6.7-6.11 with our manifests; simulated through a plan with those capabilities), seccomp refuses
+  signals to anything but the notebook process itself: a real `sleep` of the test's survives kill,
+  kill(-1), F_SETOWN and pidfd_send_signal, while the notebook can still signal itself;
 - a `setsid` + double-fork daemon is dead when the answer arrives, also where seccomp and PID
   namespaces are missing (the subreaper alone, through sandbox.run with such a plan);
 - the caller's password is on no process's command line while the run is going on;
@@ -29,6 +33,7 @@ import json
 import os
 import random
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -302,6 +307,60 @@ print(json.dumps(results))
     assert set(got.values()) == {"PermissionError"}, got
 
 
+SIGNALS = TRY + """import fcntl, signal, subprocess, time
+target = int(p["target"])
+attempt("kill", lambda: os.kill(target, signal.SIGTERM))
+attempt("kill -1", lambda: os.kill(-1, 0))
+attempt("kill group 0", lambda: os.kill(0, 0))
+attempt("killpg", lambda: os.killpg(target, signal.SIGTERM))
+attempt("sigcont", lambda: os.kill(target, signal.SIGCONT))
+def setown():
+    r, w = os.pipe()
+    fcntl.fcntl(r, fcntl.F_SETOWN, target)
+attempt("F_SETOWN", setown)
+def by_pidfd():
+    fd = os.pidfd_open(target)
+    signal.pidfd_send_signal(fd, signal.SIGTERM)
+attempt("pidfd", by_pidfd)
+child = subprocess.Popen(["sleep", "5"])
+attempt("own child", child.kill)
+attempt("itself", lambda: os.kill(os.getpid(), 0))
+signal.signal(signal.SIGUSR1, lambda *_: results.__setitem__("handled", True))
+attempt("raise", lambda: signal.raise_signal(signal.SIGUSR1))
+print(json.dumps(results))
+"""
+
+
+def test_signals_reach_only_the_notebook_itself_without_landlock_scopes(server: DbHandler) -> None:
+    """Linux 6.7-6.11 with our non-root manifests: Landlock ABI 4-5, the handler's uid, no PID namespace."""
+    settings = sandbox.NotebookSettings(FINOPS_NOTEBOOK_TIMEOUT=10)
+    real = sandbox.capabilities(settings.interpreter)
+    if real.landlock_abi < 5 or not real.seccomp:
+        pytest.skip(f"needs Landlock ABI >= 5 and seccomp here: {real.landlock_error or real.seccomp_error}")
+    kernel_6_7 = dataclasses.replace(real, landlock_abi=5, root=False, uid_drop=False, pid_namespace=False)
+    plan = sandbox.plan_for("required", kernel_6_7, settings.interpreter)
+    assert not plan.refused and plan.signal_filter and plan.report()["built"]["signals"] == "seccomp"
+    target = subprocess.Popen(["sleep", "30"])  # stands for the handler: same uid as the notebook
+    try:
+        creds = sandbox.DbCredentials(f"http://127.0.0.1:{server.notebook_sql_port}", "finops", "s3cret")
+        result = sandbox.run("signals", SIGNALS, creds, {"target": str(target.pid)}, settings, plan)
+        assert result.exit_code == 0, result
+        got = json.loads(result.stdout)
+        assert target.poll() is None  # alive
+        assert (got.pop("itself"), got.pop("raise"), got.pop("handled")) == ("ALLOWED", "ALLOWED", True)
+        assert set(got.values()) == {"PermissionError"}, got
+    finally:
+        target.kill()
+        target.wait()
+
+
+def test_signals_without_any_fence_for_them_are_missing() -> None:
+    caps = dataclasses.replace(KERNEL_6_1, landlock_abi=5, seccomp=False, seccomp_error="no libseccomp")
+    plan = sandbox.plan_for("required", caps, "/usr/bin/python3")
+    assert plan.refused and any(m.startswith("signals:") for m in plan.missing)
+    assert sandbox.signals_scoped(dataclasses.replace(caps, landlock_abi=6))
+
+
 def test_password_is_on_no_command_line_during_the_run(server: DbHandler) -> None:
     seen: list[str] = []
     done = threading.Event()
@@ -379,7 +438,8 @@ def test_what_each_kernel_leaves_missing(caps: sandbox.Capabilities, hidden: tup
         assert not sandbox.plan_for("warn", caps, "/usr/bin/python3", hidden).refused
 
 
-def test_signals_note_where_nothing_isolates_them() -> None:
+def test_signals_note_where_seccomp_alone_fences_them() -> None:
     plan = sandbox.plan_for("required", dataclasses.replace(KERNEL_6_1, landlock_abi=5), "/usr/bin/python3")
-    assert any(n.startswith("signals:") for n in plan.notes) and not plan.refused
+    assert any(n.startswith("signals:") for n in plan.notes) and not plan.refused and plan.signal_filter
+    assert not sandbox.plan_for("required", dataclasses.replace(KERNEL_6_1, landlock_abi=6), "/usr/bin/python3").signal_filter
     assert json.dumps(plan.report())  # GET /compute/fence's body is JSON

@@ -23,6 +23,8 @@ Cases:
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,6 +146,32 @@ def reproductions(state: Path, db_file: Path) -> list[tuple[str, str, str]]:
         ("import-database", f"IMPORT DATABASE '{out}'", "IMPORT DATABASE"),
         ("update-extensions", "UPDATE EXTENSIONS", "UPDATE EXTENSIONS"),
         ("prepare", "PREPARE p AS SELECT 1", "PREPARE p"),
+        # the engine's own views and internals, from every statement kind
+        ("ctas-show-all-tables", "CREATE TABLE y AS FROM (SHOW ALL TABLES)", "SHOW"),
+        ("insert-describe", "INSERT INTO t (name) SELECT column_name FROM (DESCRIBE t)", "DESCRIBE"),
+        ("update-summarize", "UPDATE t SET name = (SELECT min(column_name) FROM (SUMMARIZE t))", "SUMMARIZE"),
+        ("delete-show", "DELETE FROM t WHERE name IN (SELECT name FROM (SHOW TABLES))", "SHOW"),
+        ("insert-pivot", "INSERT INTO t (name) SELECT * FROM (PIVOT t ON name USING sum(n))", "PIVOT"),
+        ("info-view-unquoted", "SELECT * FROM finops_information_schema_columns", "finops_information_schema_columns"),
+        ("info-view-as-string", "SELECT * FROM 'finops_information_schema_tables'", "finops_information_schema_tables"),
+        ("rename-info-view", "ALTER TABLE finops_information_schema_columns RENAME TO zz", "finops_information_schema_columns"),
+        ("drop-info-view", "DROP TABLE finops_information_schema_tables", "finops_information_schema_tables"),
+        ("create-info-name", "CREATE TABLE finops_information_schema_tables (a INT)", "finops_information_schema_tables"),
+        ("rename-to-bulk-source", "ALTER TABLE t RENAME TO finops_bulk_source", "finops_bulk_source"),
+        ("temp-catalog", "SELECT * FROM temp.main.finops_information_schema_tables", "finops_information_schema_tables"),
+        ("temp-schema", "INSERT INTO t (name) SELECT view_name FROM temp.information_schema.views", "temp"),
+        ("create-in-temp", "CREATE TABLE temp.x (a INT)", "temp.x"),
+        ("drop-in-system", "DROP TABLE system.main.x", "system.main.x"),
+        # every item of a FROM/USING list is a scan, in every statement kind
+        ("insert-file-in-from-list", "INSERT INTO t (name) SELECT t.name FROM t, '/etc/passwd'", "a file name as a table"),
+        ("insert-quoted-file-in-list", 'INSERT INTO t (name) SELECT t.name FROM t, "a.csv"', "a file name as a table"),
+        ("update-file-in-from-list", "UPDATE t SET name = b.c FROM t AS x, '/etc/passwd' b", "a file name as a table"),
+        ("delete-file-in-using", "DELETE FROM t USING t AS x, '/etc/passwd' b", "a file name as a table"),
+        ("insert-repeat-in-list", "INSERT INTO t (n) SELECT 1 FROM t, repeat(1, 100000000000)", "repeat()"),
+        ("insert-histogram-in-list", "INSERT INTO t (name) SELECT 1 FROM t, histogram('t', n)", "histogram()"),
+        ("update-repeat-in-list", "UPDATE t SET n = 1 FROM t AS x, repeat(1, 100000000000) r", "repeat()"),
+        ("conflict-file-in-list", "INSERT INTO t (name) SELECT 'z' ON CONFLICT (name) DO UPDATE SET "
+         "name = (SELECT 'y' FROM t, 'y.csv')", "a file name as a table"),
     ]
 
 
@@ -287,6 +315,96 @@ def test_our_own_paths_work_on_the_closed_engine(target: Target) -> None:
         target.engine.release_payload(handle)
     assert [c[0] for c in cols] == ["name", "n", "region"]
     assert rows == [["p", 2.5, None], ["q", None, "eu"]]
+
+
+def test_no_caller_names_another_uploads_payload_view(target: Target) -> None:
+    """The handle is the only way to a payload: its view name, however written, is refused."""
+    handle = target.engine.register_payload(pa.table({"name": ["secret"], "n": [1.0]}))
+    view = engine_module.payload_view(handle)
+    try:
+        for stmt in (f"SELECT * FROM {view}", f'SELECT * FROM "{view}"', f'SELECT * FROM "{view.upper()}"',
+                     f"SELECT * FROM '{view}'", f"INSERT INTO t (name) SELECT name FROM {view}",
+                     f"ALTER TABLE {view} RENAME TO pp", f"DROP TABLE {view}",
+                     f"SELECT * FROM t WHERE name IN (SELECT name FROM temp.main.\"{view}\")"):
+            answer = target.post({"stmt": stmt})
+            assert answer.status_code == 400, (stmt, answer.text)
+            assert "reserved name finops_payload_" in answer.json()["error"]["message"], (stmt, answer.text)
+            assert b"secret" not in answer.content
+        rows = target.post({"stmt": f"SELECT name FROM finops_payload('{handle}')"}).json()["rows"]
+    finally:
+        target.engine.release_payload(handle)
+    assert rows == [["secret"]]  # the owner's handle still reads it; the view is still registered
+
+
+def test_the_catalogue_views_survive_a_rename_attempt(target: Target) -> None:
+    assert target.post({"stmt": "ALTER TABLE finops_information_schema_columns RENAME TO zz"}).status_code == 400
+    cols = target.post({"stmt": "SELECT column_name FROM information_schema.columns WHERE table_name = 't' "
+                                "ORDER BY ordinal_position"}).json()["rows"]
+    assert cols[:2] == [["name"], ["n"]]
+
+
+RUNAWAY = ["SELECT count(*) FROM range(10000000000000)",
+           "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r"]
+
+
+@pytest.mark.parametrize("stmt", RUNAWAY, ids=["range", "recursive"])
+def test_a_runaway_statement_is_cancelled_at_the_limit_and_the_engine_keeps_answering(stmt: str) -> None:
+    engine = Engine(statement_timeout=0.5)
+    queued: dict[str, Any] = {}
+    try:
+        with serve(engine, {USER: PASSWORD}) as url:
+            def post(body: dict[str, Any]) -> httpx.Response:
+                return httpx.post(f"{url}/_sql", content=orjson.dumps(body), auth=(USER, PASSWORD), timeout=30)
+
+            def behind() -> None:  # another caller, queued behind the runaway statement
+                time.sleep(0.1)
+                queued["answer"] = post({"stmt": "SELECT 2"})
+
+            other = threading.Thread(target=behind)
+            other.start()
+            started = time.monotonic()
+            answer = post({"stmt": stmt})
+            took = time.monotonic() - started
+            other.join(30)
+            after = post({"stmt": "SELECT 1"})
+            db = Database(url, USER, PASSWORD)
+            try:
+                with pytest.raises(DatabaseError) as caught:
+                    db.execute(stmt)
+            finally:
+                db.close()
+    finally:
+        engine.close()
+    assert answer.status_code == 400 and answer.headers["content-type"].startswith("application/json"), answer.text
+    error = answer.json()["error"]
+    assert error["code"] == 4000 and "statement time limit of 0.5 s" in error["message"], error
+    assert 0.4 < took < 10
+    assert queued["answer"].status_code == 200 and queued["answer"].json()["rows"] == [[2]]
+    assert after.status_code == 200 and after.json()["rows"] == [[1]]
+    assert caught.value.status == 400 and "statement time limit" in caught.value.message
+
+
+def test_a_cancelled_statement_in_a_transaction_rolls_it_back() -> None:
+    engine = Engine(statement_timeout=0.5)
+    try:
+        engine.execute("CREATE TABLE t (a INT)")
+        with pytest.raises(engine_module.SqlError) as caught:
+            engine.run_transaction([("INSERT INTO t (a) VALUES (1)", None), (RUNAWAY[0], None)])
+        rows = engine.execute("SELECT count(*) FROM t").rows
+    finally:
+        engine.close()
+    assert "statement time limit" in caught.value.message and "rolled back" in caught.value.message
+    assert rows == [[0]]
+
+
+def test_the_default_limit_does_not_cut_a_normal_statement() -> None:
+    assert engine_module.STATEMENT_TIMEOUT_S >= 60
+    engine = Engine(statement_timeout=5)
+    try:
+        rows = engine.execute("SELECT count(*) FROM range(20000000)").rows
+    finally:
+        engine.close()
+    assert rows == [[20_000_000]]
 
 
 # ------------------------------------------------------------------ nested values come back as JSON

@@ -242,3 +242,22 @@ def test_the_users_can_come_from_a_file_instead_of_the_environment(tmp_path: Pat
     with pytest.raises(InvalidInput) as missing:
         DbHandlerSettings.from_env({"FINOPS_DB_USERS_FILE": str(tmp_path / "absent.json")})
     assert missing.value.errors[0].loc == "FINOPS_DB_USERS_FILE"
+
+
+def test_the_handlers_engine_takes_its_statement_time_limit_from_the_settings(tmp_path: Path) -> None:
+    from functions.stages.dbhandler import service
+    from functions.stages.dbhandler.settings import DbHandlerSettings
+    from functions.storage.dialect import SqlError
+
+    settings = DbHandlerSettings.from_env({"FINOPS_DB_PATH": str(tmp_path / "db" / "finops.duckdb"),
+                                           "FINOPS_DB_STATEMENT_TIMEOUT": "0.5"})
+    engine = service.engine(settings)
+    try:
+        started = time.monotonic()
+        with pytest.raises(SqlError) as cancelled:
+            engine.execute("SELECT count(*) FROM range(10000000000000)")
+        assert "statement time limit of 0.5 s" in cancelled.value.message
+        assert time.monotonic() - started < 10
+        assert engine.execute("SELECT 1").rows == [[1]]  # the engine keeps answering
+    finally:
+        engine.close()

@@ -7,6 +7,10 @@ Cases:
   FINOPS_NOTEBOOK_CPU_SECONDS too (422 naming the setting);
 - a notebook printing more than FINOPS_NOTEBOOK_MAX_OUTPUT_MB is stopped there, long before its
   timeout (422 naming the setting); one writing a file over FINOPS_NOTEBOOK_MAX_FILE_MB gets 422 too;
+- a notebook writing many files under the per-file limit (or deleting them while it keeps them
+  open) is stopped at FINOPS_NOTEBOOK_MAX_DISK_MB for the work directory as a whole, and one whose
+  children together hold more than FINOPS_NOTEBOOK_MEMORY_MB (each under it) is stopped too (422
+  naming each setting), long before the timeout, its children dead;
 - a notebook finds none of the handler's settings or secrets (another user's password, a canary
   variable) in its environment (os.environ and /proc/self/environ), command line or working
   directory; the caller's password is not on /proc/self/cmdline (`-` there, the default), yet
@@ -39,7 +43,8 @@ CANARY = "canary-9f3b1c"
 ADMIN_PASSWORD = "adm1n-only-secret"
 USERS = {"finops": "s3cret", "admin": ADMIN_PASSWORD}
 LIMITS = {"FINOPS_NOTEBOOK_TIMEOUT": "2", "FINOPS_NOTEBOOK_MEMORY_MB": "300", "FINOPS_NOTEBOOK_MAX_FILE_MB": "1",
-          "FINOPS_NOTEBOOK_MAX_OUTPUT_MB": "1", "FINOPS_HANDLER_CANARY": CANARY}
+          "FINOPS_NOTEBOOK_MAX_OUTPUT_MB": "1", "FINOPS_NOTEBOOK_MAX_DISK_MB": "4",
+          "FINOPS_HANDLER_CANARY": CANARY}
 
 SNOOP = """import json, os
 from functions import notebooks_api
@@ -158,6 +163,45 @@ def test_big_file_is_stopped_at_the_file_limit(server: DbHandler) -> None:
     put(server, "big-file", "with open('out.bin', 'wb') as fh:\n    fh.write(b'z' * 2 * 1024 * 1024)\n")
     answer = post(server, "/compute/big-file")
     assert answer.status_code == 422 and "wrote more than 1 MiB to a file" in answer.json()["error"]
+
+
+FILL_DISK = {
+    "named": "import itertools, time\nfor i in itertools.count():\n"
+             "    open(f'part-{i}.bin', 'wb').write(b'd' * (512 * 1024))\n    time.sleep(0.005)\n",
+    "unlinked": "import itertools, os, time\nkept = []\nfor i in itertools.count():\n"
+                "    fh = open(f'gone-{i}.bin', 'wb')\n    fh.write(b'd' * (512 * 1024))\n    fh.flush()\n"
+                "    os.unlink(f'gone-{i}.bin')\n    kept.append(fh)\n    time.sleep(0.005)\n",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(FILL_DISK))
+def test_many_small_files_are_stopped_at_the_disk_limit(server: DbHandler, kind: str) -> None:
+    put(server, f"fill-{kind}", FILL_DISK[kind])
+    started = time.monotonic()
+    answer = post(server, f"/compute/fill-{kind}")
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"] == (f"notebook 'fill-{kind}' held more than 4 MiB in its work directory "
+                                      "(FINOPS_NOTEBOOK_MAX_DISK_MB) and was stopped")
+    assert time.monotonic() - started < 2  # at the cap, not at the 2 s timeout
+
+
+def test_children_holding_too_much_memory_together_are_stopped(server: DbHandler) -> None:
+    marker = f"{300 + random.random():.9f}"
+    put(server, "herd", f"""import os, subprocess, time
+subprocess.Popen(['sleep', '{marker}'])
+for _ in range(5):
+    if os.fork() == 0:
+        held = b'm' * (80 * 1024 * 1024)  # written: resident, each well under the 300 MiB per process
+        time.sleep(30)
+        os._exit(0)
+time.sleep(30)
+""")
+    started = time.monotonic()
+    answer = post(server, "/compute/herd")
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"] == ("notebook 'herd''s processes together held more than 300 MiB of memory "
+                                      "(FINOPS_NOTEBOOK_MEMORY_MB) and it was stopped")
+    assert time.monotonic() - started < 2 and running_with(marker) == []
 
 
 def test_notebook_sees_no_handler_settings_or_secrets(server: DbHandler) -> None:

@@ -21,6 +21,11 @@ and then locks its configuration, so no statement can undo any of it. Caller sta
 (`execute`, `execute_bulk`, `run_transaction`) pass the front door first (`sql_policy.admit`:
 one allow-list of statement kinds, table functions and relations); the engine's own statements
 (views, `duckdb_columns()`, ADD COLUMN, the Arrow insert) run on the connection directly.
+
+A time limit per caller statement (`statement_timeout`, default `STATEMENT_TIMEOUT_S`): DuckDB has
+none of its own, and one runaway statement would hold the lock, so every upload, forever. One
+watchdog thread per engine interrupts the statement past its deadline; it is answered 400 naming
+the limit, its transaction rolls back, and the next statement runs.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +80,12 @@ _CLOSED = (
 )
 """Settings applied at connect, after the engine's own set-up, in this order."""
 
+STATEMENT_TIMEOUT_S = 300.0
+"""The default time limit of one caller statement (`Engine(statement_timeout=...)`): DuckDB has no
+statement timeout of its own, and the engine serves one statement at a time, so a runaway query
+(`range(10^13)`, an unbounded `WITH RECURSIVE`) would hold every other caller, uploads included,
+forever. Large enough for a million-row commit (about 10 s)."""
+
 PAYLOAD_TTL_S = 600.0
 """A registered payload nobody released is dropped after this long (a caller that died mid-part)."""
 
@@ -110,11 +121,15 @@ class Engine:
         threads: int = THREADS,
         *,
         front_door: bool = True,
+        statement_timeout: float | None = STATEMENT_TIMEOUT_S,
     ) -> None:
         """Open `path` closed (see the module docstring).
 
         `front_door=False` skips the caller-statement check: only the front-door benchmark turns it
         off, to measure the check against the same run without it. The engine stays closed anyway.
+        `statement_timeout` (seconds; None or 0: no limit) bounds each caller statement, counted from
+        when it starts to run (not while it waits for the engine): one past it is interrupted and
+        answered 400 naming the limit, and the engine serves the next statement.
         """
         self._lock = threading.RLock()
         self._front_door = front_door
@@ -125,7 +140,8 @@ class Engine:
         self._con = duckdb.connect(str(path))
         # closed at interpreter exit at the latest: a connection still holding registered Arrow
         # payloads that is torn down during finalisation aborts the process
-        self._closer = weakref.finalize(self, self._con.close)
+        self._watchdog = _Watchdog(self._con.interrupt, statement_timeout)
+        self._closer = weakref.finalize(self, _close, self._con, self._watchdog)
         self._con.execute("SET TimeZone = 'UTC'")
         self._con.execute(f"SET memory_limit = '{_setting_text(limit)}'")
         self._con.execute(f"SET threads = {int(threads)}")
@@ -186,7 +202,7 @@ class Engine:
 
     def execute(self, stmt: str, args: Sequence[Any] | None = None) -> SqlResult:
         """Run one statement with optional positional `args` (`?` or `$n`)."""
-        with self._lock:
+        with self._lock, self._watchdog.timed():
             return self._run(stmt, list(args or []))
 
     def execute_bulk(self, stmt: str, bulk_args: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
@@ -199,13 +215,15 @@ class Engine:
             ins = parse_insert(stmt)
             if ins is not None and len(ins.params) == 1:
                 self._check_insert(stmt, ins)
-                return self._insert(ins, bulk_args, ins.params[0], per_row=True)[1]
+                with self._watchdog.timed():
+                    return self._insert(ins, bulk_args, ins.params[0], per_row=True)[1]
             if self._front_door:  # a refused statement is refused once, as a whole, not row by row
                 sql_policy.admit(stmt, self._payload_view)
             out: list[dict[str, Any]] = []
             for args in bulk_args:
                 try:
-                    out.append({"rowcount": self._run(stmt, list(args)).rowcount})
+                    with self._watchdog.timed():
+                        out.append({"rowcount": self._run(stmt, list(args)).rowcount})
                 except SqlError as exc:
                     out.append(_failed(exc.message))
             return out
@@ -218,14 +236,16 @@ class Engine:
                 results = []
                 for n, (stmt, args) in enumerate(stmts):
                     try:
-                        results.append(self._run(stmt, list(args or [])))
+                        with self._watchdog.timed():
+                            results.append(self._run(stmt, list(args or [])))
                     except SqlError as exc:
                         exc.message = f"{exc.message} (statement {n + 1} of {len(stmts)}, rolled back)"
                         raise
-                try:
-                    self._con.execute("COMMIT")
-                except duckdb.Error as exc:
-                    raise convert.sql_error(exc) from exc
+                with self._watchdog.timed():
+                    try:
+                        self._con.execute("COMMIT")
+                    except duckdb.Error as exc:
+                        raise convert.sql_error(exc) from exc
             except BaseException:
                 with contextlib.suppress(duckdb.Error):  # a failed COMMIT has rolled back already
                     self._con.execute("ROLLBACK")
@@ -364,6 +384,90 @@ class Engine:
             self._columns.pop(table, None)
             existing = self._table_columns(table)
         return existing
+
+
+class _Watchdog:
+    """One thread per engine that interrupts the running caller statement past its deadline.
+
+    Why one thread and not a timer per statement: a statement costs two lock round trips here
+    (set and clear the deadline), the thread is woken only when it was idle, and a deadline that
+    passed is acted on only while that same statement still runs (`_serial`), so an interrupt never
+    reaches the next statement. DuckDB ignores an interrupt when nothing runs.
+    """
+
+    def __init__(self, interrupt: Callable[[], None], limit: float | None) -> None:
+        self.limit = limit if limit and limit > 0 else None
+        self._interrupt = interrupt
+        self._cond = threading.Condition(threading.Lock())
+        self._deadline: float | None = None
+        self._serial = 0
+        self._fired = -1
+        self._idle = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def timed(self) -> Iterator[None]:
+        """Run the block under the deadline; an interrupt it caused becomes the 400 naming the limit."""
+        if self.limit is None or self._deadline is not None:  # no limit, or nested in a timed block
+            yield
+            return
+        with self._cond:
+            self._serial += 1
+            serial = self._serial
+            self._deadline = time.monotonic() + self.limit
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch, name="duckdb-statement-watchdog", daemon=True)
+                self._thread.start()
+            elif self._idle:
+                self._cond.notify()
+        try:
+            yield
+        except SqlError as exc:
+            if self._fired == serial:
+                raise self.timed_out() from exc
+            raise
+        finally:
+            with self._cond:
+                self._deadline = None
+
+    def timed_out(self) -> SqlError:
+        return SqlError(
+            f"InvalidArgumentException[the statement ran longer than the embedded database's statement time "
+            f"limit of {self.limit:g} s and was cancelled (the limit is a setting of the database handler)]",
+            4000,
+        )
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    def _watch(self) -> None:
+        with self._cond:
+            while not self._closed:
+                deadline = self._deadline
+                if deadline is None:
+                    self._idle = True
+                    self._cond.wait()
+                    self._idle = False
+                    continue
+                left = deadline - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                if self._fired != self._serial:  # still the same statement: its deadline passed
+                    self._fired = self._serial
+                    with contextlib.suppress(duckdb.Error):
+                        self._interrupt()
+                self._idle = True
+                self._cond.wait()  # until the statement ends and the next begins
+                self._idle = False
+
+
+def _close(con: duckdb.DuckDBPyConnection, watchdog: _Watchdog) -> None:
+    watchdog.close()
+    con.close()
 
 
 def _fetch(con: duckdb.DuckDBPyConnection, sql: str, args: list[Any]) -> pa.Table | None:

@@ -14,10 +14,16 @@ How statements are read, never by regular expressions over the text:
   tokenizer (the leading keywords: `CREATE TABLE` is allowed, `CREATE MACRO` is not);
 - queries (SELECT, WITH, VALUES): the whole syntax tree (`json_serialize_sql`), walked for every
   table function, function and relation, in subqueries, CTEs and joins alike;
-- other kinds (INSERT ... SELECT, UPDATE ... FROM, CREATE TABLE ... AS; DuckDB serialises only
-  queries): the token stream, for every function call, system relation and quoted file name after
-  FROM/JOIN. What a token rule could miss (a file named in a comma-separated FROM list of an
-  INSERT) the closed engine refuses anyway, answered as a 4xx by `convert.sql_error`.
+- INSERT ... <query> and CREATE TABLE ... AS <query>: the query part by its syntax tree too
+  (DuckDB serialises only queries, so it is serialised on its own), the rest by tokens;
+- other kinds (UPDATE ... FROM, DELETE ... USING, ON CONFLICT, DDL): the token stream, for every
+  function call, system relation, SHOW/DESCRIBE/SUMMARIZE/PIVOT/UNPIVOT, and every item of a
+  FROM/USING list (a call there is a table function, a string or quoted path a file).
+  What a token rule could still miss the closed engine refuses anyway (a 4xx by `convert.sql_error`).
+- the engine's own relations (`finops_payload_*`, `finops_information_schema_*`,
+  `finops_bulk_source`) are reserved names, refused in the caller's text before translation (which
+  writes them itself); the `temp` and `system` catalogs are refused; CREATE/ALTER/DROP name only
+  tables of the default schema.
 Verdicts are cached per statement text: our statements repeat byte for byte (the engine names one
 payload view for every `finops_payload('<handle>')` first, see `policy_text`).
 """
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -143,6 +150,11 @@ ALLOW_LIST: Final[tuple[Rule, ...]] = (
     Rule("relation", "information_schema", True, "CrateDB's catalogue (tables and columns report schema doc)"),
     Rule("relation", "pg_catalog", False, _INTERNALS),
     Rule("relation", "system", False, _INTERNALS),
+    Rule("relation", "temp", False, "the engine's temporary views (payloads, catalogue views) are its own"),
+    Rule("relation", "finops_payload_*", False, "payload views belong to the upload that registered them: name "
+         "one by its handle, finops_payload('<handle>')"),
+    Rule("relation", "finops_information_schema_*", False, "the engine's catalogue views: use information_schema"),
+    Rule("relation", "finops_bulk_source", False, "the engine's own insert source"),
     Rule("relation", "duckdb_*", False, _INTERNALS),
     Rule("relation", "pragma_*", False, _INTERNALS),
     Rule("relation", "sqlite_*", False, _INTERNALS),
@@ -223,6 +235,7 @@ def admit(stmt: str, payloads: Callable[[str], str] | None = None) -> str:
     Raises SqlError: 4000 naming what is refused (CrateDB-only constructs by dialect.translate,
     DuckDB-only ones here), or the parser's SQLParseException.
     """
+    _check_reserved(stmt)
     sql = translate(stmt, payloads)
     if sql == NOOP:
         check_noop(stmt)
@@ -231,11 +244,34 @@ def admit(stmt: str, payloads: Callable[[str], str] | None = None) -> str:
     return sql
 
 
+_RESERVED = re.compile(r"finops_(?:payload_|information_schema_|bulk_source)[a-z0-9_]*")
+"""Names of the engine's own relations (payload views, catalogue views, the bulk insert source)."""
+
+
+def _check_reserved(stmt: str) -> None:
+    """Refuse the engine's own relation names wherever the CALLER's text has them (before translation).
+
+    Why on the caller's text and as plain characters: `translate` writes these names itself (a
+    payload handle becomes its quoted view name, information_schema.tables a catalogue view), so
+    after translation a caller's `"finops_payload_<pid>_<hex>"` (another upload's rows) could not be
+    told from ours; and DuckDB resolves names case-insensitively, quoted or not, even as a string
+    in FROM. So they are refused in any spelling or position, literals and comments included.
+    """
+    if "finops_" not in stmt and "FINOPS_" not in stmt.upper():
+        return
+    found = _RESERVED.search(stmt.lower())
+    if found is not None:
+        name = found.group()
+        rule = _lookup("relation", name)
+        raise refusal(f"the reserved name {name}", rule.why if rule else _INTERNALS)
+
+
 def policy_text(sql: str) -> str:
     """`sql` with every registered payload view named alike, so one verdict serves every upload part.
 
     Only quoted view names of the engine's exact format are replaced, by another quoted name: the
-    statement's structure, and so its verdict, is unchanged.
+    statement's structure, and so its verdict, is unchanged. Only `translate` can have written them:
+    `admit` refused the caller's text first if it named one itself (`_check_reserved`).
     """
     return PAYLOAD_VIEWS.sub(f'"{PAYLOAD_FUNCTION}"', sql) if '"finops_payload_' in sql else sql
 
@@ -289,6 +325,7 @@ def _raise(verdict: tuple[str, int] | None) -> None:
 class _Tok:
     text: str
     kind: str  # DuckDB's token types: keyword, identifier, string_const, numeric_const, operator
+    start: int = 0
 
     @property
     def word(self) -> str:
@@ -307,7 +344,7 @@ def _tokens(sql: str) -> list[_Tok]:
     out = []
     for (start, typ), end in zip(found, ends, strict=True):
         if typ.name != "comment":
-            out.append(_Tok(sql[start:end].strip(), typ.name))
+            out.append(_Tok(sql[start:end].strip(), typ.name, start))
     return out
 
 
@@ -325,12 +362,72 @@ def _classify(sql: str) -> None:
             duck_type = "UNKNOWN"
     toks = _tokens(sql)
     _check_kind(toks, duck_type)
+    if duck_type in ("CREATE", "ALTER", "DROP"):
+        _check_target(toks)
     if duck_type == "SELECT":
         tree = _tree(sql)
         if tree is not None:
             _walk(tree)
             return
+    part = _query_part(toks, duck_type) if duck_type in ("INSERT", "CREATE") else None
+    if part is not None:
+        begin, end = part
+        stop = toks[end].start if end < len(toks) else len(sql)
+        tree = _tree(sql[toks[begin].start:stop])
+        if tree is not None:  # the query by its syntax tree; what is around it by tokens
+            _walk(tree)
+            _check_tokens(toks[:begin])
+            _check_tokens(toks[end:])
+            return
     _check_tokens(toks)
+
+
+def _depths(toks: list[_Tok]) -> list[int]:
+    """Each token's bracket depth (parentheses, brackets, braces), the opening one counted outside."""
+    out, depth = [], 0
+    for tok in toks:
+        if tok.text in (")", "]", "}"):
+            depth -= 1
+        out.append(depth)
+        if tok.text in ("(", "[", "{"):
+            depth += 1
+    return out
+
+
+def _query_part(toks: list[_Tok], duck_type: str) -> tuple[int, int] | None:
+    """Token range [begin, end) of the query inside INSERT ... <query> [ON CONFLICT|RETURNING ...]
+    or CREATE TABLE ... AS <query>, which DuckDB serialises on its own; None when there is none."""
+    depths = _depths(toks)
+    begin = None
+    for i in range(2, len(toks)):
+        if depths[i] != 0:
+            continue
+        if duck_type == "CREATE" and toks[i].word == "AS":
+            begin = i + 1
+            break
+        if duck_type == "INSERT" and toks[i].word in ("SELECT", "WITH", "VALUES", "FROM"):
+            begin = i
+            break
+    if begin is None or begin >= len(toks):
+        return None
+    for j in range(begin + 1, len(toks)):
+        if depths[j] == 0 and (toks[j].word == "RETURNING" or (
+                toks[j].word == "ON" and j + 1 < len(toks) and toks[j + 1].word == "CONFLICT")):
+            return begin, j
+    return begin, len(toks)
+
+
+def _check_target(toks: list[_Tok]) -> None:
+    """CREATE/ALTER/DROP TABLE name only tables of the default schema: `t`, `main.t` (`doc.t` before translation)."""
+    i = 2
+    while i < len(toks) and toks[i].word in ("IF", "NOT", "EXISTS"):
+        i += 1
+    parts = [toks[i].word.lower() if toks[i].kind == "keyword" else toks[i].word] if i < len(toks) else []
+    while i + 2 < len(toks) and toks[i + 1].text == ".":
+        i += 2
+        parts.append(toks[i].word.lower() if toks[i].kind == "keyword" else toks[i].word)
+    if len(parts) > 2 or (len(parts) == 2 and parts[0] != "main"):
+        raise refusal(f"the table {'.'.join(parts)}", "callers create, alter and drop tables of the default schema only")
 
 
 def _check_kind(toks: list[_Tok], duck_type: str) -> None:
@@ -346,6 +443,9 @@ def _check_kind(toks: list[_Tok], duck_type: str) -> None:
     if not best.allowed:
         raise refusal(construct, best.why)
     if best.duckdb_type != duck_type:
+        shown = next((t.word for t in toks if t.kind == "keyword" and t.word in _SHOWS), None)
+        if shown is not None:  # PIVOT makes a statement several (it creates a type first)
+            raise refusal(shown, _ONLY)
         raise refusal(f"{construct} ... ({duck_type})", _ONLY)
 
 
@@ -392,6 +492,8 @@ def _walk(tree: Any) -> None:
                             str(node.get("table_name", "")))
         elif typ == "SHOW_REF":
             raise refusal("DESCRIBE/SUMMARIZE/SHOW", _ONLY)
+        elif typ == "PIVOT":
+            raise refusal("PIVOT/UNPIVOT", _ONLY)
         elif cls in ("FUNCTION", "WINDOW"):
             _check_function(str(node.get("function_name", "")).lower())
 
@@ -437,23 +539,59 @@ _FROM_IN_CALL = frozenset({"extract", "substring", "trim", "overlay", "position"
 """Functions whose arguments use FROM as a word (`extract(year FROM ts)`): no table is named there."""
 
 
+_SHOWS = frozenset({"SHOW", "DESCRIBE", "SUMMARIZE", "PIVOT", "UNPIVOT", "PIVOT_WIDER", "PIVOT_LONGER"})
+"""Statements DuckDB also accepts as a table (`FROM (SHOW ALL TABLES)`): they list the engine's internals."""
+_LIST_STARTS = frozenset({"FROM", "JOIN", "USING"})
+_LIST_ENDS = frozenset({"WHERE", "GROUP", "ORDER", "LIMIT", "OFFSET", "HAVING", "QUALIFY", "WINDOW", "RETURNING",
+                        "UNION", "EXCEPT", "INTERSECT", "SELECT", "VALUES", "SET", "FETCH", "ON"})
+"""Words that end a FROM/USING list item at its depth (ON only the item: `, x` may follow the condition)."""
+
+
 def _check_tokens(toks: list[_Tok]) -> None:
-    """Function calls, system relations and file names in statements DuckDB does not serialise."""
+    """Function calls, system relations and file names in statements DuckDB does not serialise.
+
+    Every item of a FROM/USING list (after FROM, JOIN, USING or a comma of the list, until a
+    clause word or the closing parenthesis at that depth) is a scan: a call there is a table
+    function whatever else its name is (`repeat`, `histogram`), a string or a quoted name with
+    a path character there is a file.
+    """
     cat = _catalogue()
     calls: list[str] = []  # the name before each open parenthesis, innermost last
+    lists: list[bool] = [False]  # per bracket depth: inside a FROM/USING list
+    item = False  # the next token starts a FROM/USING list item
     for i, tok in enumerate(toks):
         nxt = toks[i + 1].text if i + 1 < len(toks) else ""
         before = _before_name(toks, i)
-        if tok.text == "(":
-            calls.append(toks[i - 1].word.lower() if i else "")
-        elif tok.text == ")" and calls:
-            calls.pop()
+        at_item, item = item, False
+        if tok.text in ("(", "[", "{"):
+            calls.append(toks[i - 1].word.lower() if i and tok.text == "(" else "")
+            lists.append(False)
+        elif tok.text in (")", "]", "}"):
+            if calls:
+                calls.pop()
+            if len(lists) > 1:
+                lists.pop()
         scans = not (calls and calls[-1] in _FROM_IN_CALL)
+        word = tok.word.upper() if tok.kind == "keyword" or not tok.text.startswith('"') else ""
+        if word in _SHOWS:
+            raise refusal(word, _ONLY)
+        if scans and tok.kind == "keyword" and word in _LIST_STARTS:
+            lists[-1], item = True, True
+        elif tok.kind == "keyword" and word in _LIST_ENDS:
+            lists[-1] = lists[-1] and word == "ON"
+        elif tok.text == "," and lists[-1]:
+            item = True
+        if at_item and word == "LATERAL":
+            item = True
+        elif at_item:
+            _check_item(toks, i)
         if tok.kind in ("keyword", "identifier") and nxt == "(" and before not in _DEFINES:
             name = tok.word.lower()
             if name in cat.table_functions and (name not in cat.also_plain or before in _SCANS):
                 _check_table_function(name)
             _check_function(name)
+        elif tok.kind in ("keyword", "identifier") and tok.word.lower() == "temp" and nxt == "." and before != ".":
+            raise refusal("the catalog temp", _rule("relation", "temp").why)
         elif tok.kind == "identifier":
             name = tok.word
             if nxt == "." and name in ("pg_catalog", "system"):
@@ -466,6 +604,23 @@ def _check_tokens(toks: list[_Tok]) -> None:
             raise refusal("the catalog system", _INTERNALS)
         elif tok.kind == "string_const" and scans and i and toks[i - 1].word in _SCANS:
             raise refusal(f"a file name as a table ({tok.text})", _rule("relation", "a file name").why)
+
+
+def _check_item(toks: list[_Tok], i: int) -> None:
+    """The first token of a FROM/USING list item: a table function, a file, or a table (checked elsewhere)."""
+    tok = toks[i]
+    if tok.kind == "string_const":
+        raise refusal(f"a file name as a table ({tok.text})", _rule("relation", "a file name").why)
+    if tok.kind not in ("keyword", "identifier"):
+        return
+    j = i
+    while j + 2 < len(toks) and toks[j + 1].text == "." and toks[j + 2].kind in ("keyword", "identifier"):
+        j += 2
+    if j + 1 < len(toks) and toks[j + 1].text == "(":
+        _check_table_function(toks[j].word.lower())
+    elif any(t.kind == "identifier" and t.text.startswith('"') and any(c in _FILE_CHARS for c in t.word)
+             for t in toks[i:j + 1:2]):
+        raise refusal(f"a file name as a table ({toks[j].text})", _rule("relation", "a file name").why)
 
 
 def _before_name(toks: list[_Tok], i: int) -> str:

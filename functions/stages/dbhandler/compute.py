@@ -216,6 +216,12 @@ def outcome(name: str, result: sandbox.RunResult, accept: str, limits: sandbox.N
     if result.stopped == "output":
         return _failed(422, f"notebook {name!r} wrote more than {limits.max_output_mb} MiB of output "
                             "(FINOPS_NOTEBOOK_MAX_OUTPUT_MB) and was stopped", result, stderr)
+    if result.stopped == "disk":
+        return _failed(422, f"notebook {name!r} held more than {limits.max_disk_mb} MiB in its work directory "
+                            "(FINOPS_NOTEBOOK_MAX_DISK_MB) and was stopped", result, stderr)
+    if result.stopped == "memory":
+        return _failed(422, f"notebook {name!r}'s processes together held more than {limits.memory_mb} MiB of memory "
+                            "(FINOPS_NOTEBOOK_MEMORY_MB) and it was stopped", result, stderr)
     code = result.exit_code
     if code == 0:
         return Answer(200, result.stdout, JSON if wants_json(accept) else TEXT)

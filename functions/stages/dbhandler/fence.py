@@ -30,7 +30,15 @@ What the notebook process builds on itself before exec (each where the kernel of
 - seccomp (built with libseccomp through pyseccomp, once, in the handler; each run loads the
   compiled BPF with one prctl): sockets only AF_INET/AF_INET6 stream over TCP (no UDP, raw, netlink,
   unix), no listen, no TCP fast-open (a connect Landlock does not see), no io_uring (sockets without
-  socket()), no new namespaces, mounts, ptrace, bpf, keyrings, no setsid/setpgid.
+  socket()), no new namespaces, mounts, ptrace, bpf, keyrings, no setsid/setpgid. Where nothing else
+  keeps signals in (same uid as the handler, no PID namespace, Landlock ABI < 6), also signals only
+  to the notebook process itself: the filter is compiled with a placeholder pid (SELF_PID) that the
+  notebook process replaces with its own pid before loading it (`bind_pid`).
+
+The launcher also measures the run every POLL_S seconds (it can: it is outside the fence, the
+handler's user or root): the bytes its work directory holds plus files it keeps open after unlinking
+them (RLIMIT_FSIZE is per file: many files fill the disk), and the memory its processes hold
+together (RLIMIT_AS is per process, times the process limit); past either cap it stops the run.
 
 Landlock is called through its three syscalls with ctypes: no maintained Python binding covers
 network rules and scopes (PyPI's `landlock` 1.0.0.dev5 is an alpha, filesystem rules only).
@@ -61,6 +69,8 @@ if TYPE_CHECKING:  # annotations only: the launcher does not import typing
 
 LAUNCHER = "from functions.stages.dbhandler.fence import launch; launch()"
 EXIT_FENCE = 71  # EX_OSERR: the notebook process could not build its fence (the reason is on the status pipe)
+POLL_S = 0.2  # the launcher measures the run's disk and memory this often
+SELF_PID = 0x3A5C0F0E  # placeholder in the signal rules, replaced by the notebook's pid (no real pid is this large)
 NOTEBOOK_UID_BASE = 65000  # root handlers: slot k runs as uid/gid 65000+k (unused by distributions: Debian reserves 65000-65533)
 
 # ------------------------------------------------------------------------------- Landlock
@@ -206,8 +216,12 @@ def beneath(path: str, roots: list[str]) -> str | None:
 # -------------------------------------------------------------------------------- seccomp
 
 
-def seccomp_filter() -> Any:
-    """The notebook's syscall filter (pyseccomp.SyscallFilter): what Landlock cannot see, refused with EPERM."""
+def seccomp_filter(signals: bool = False) -> Any:
+    """The notebook's syscall filter (pyseccomp.SyscallFilter): what Landlock cannot see, refused with EPERM.
+
+    `signals`: also refuse signals to any process but SELF_PID (see bind_pid), for runs where neither
+    another uid, a PID namespace nor Landlock's signal scope keeps a notebook from killing the handler.
+    """
     import socket
 
     import pyseccomp as sc  # ctypes wrapper over libseccomp (untyped: Any)
@@ -236,15 +250,51 @@ def seccomp_filter() -> Any:
     for flag in (0x10000000, 0x20000000, 0x40000000, 0x00020000, 0x04000000, 0x08000000, 0x02000000):
         f.add_rule(deny, "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))  # CLONE_NEW{USER,PID,NET,NS,UTS,IPC,CGROUP}
     f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")  # its flags are behind a pointer: the C library falls back to clone
+    if signals:
+        _signal_rules(f, sc, deny)
     return f
 
 
-def seccomp_program() -> bytes:
+def _signal_rules(f: Any, sc: Any, deny: Any) -> None:
+    """Signals only to SELF_PID (one comparison per argument and rule: "> pid" and "< pid" refused).
+
+    kill(0)/kill(-pgid)/kill(-1) and a notebook's own children by pid are refused too: a child cannot
+    be told apart from the handler by its number. tgkill/rt_(tg)sigqueueinfo name the thread group
+    first (the kernel checks the thread belongs to it); tkill and pidfd_send_signal name no group and
+    are refused; SIGIO/SIGURG ownership (F_SETOWN, F_SETOWN_EX, FIOSETOWN, SIOCSPGRP) would let the
+    kernel signal any pid on the notebook's behalf.
+    """
+    for name in ("kill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo"):
+        f.add_rule(deny, name, sc.Arg(0, sc.GT, SELF_PID))
+        f.add_rule(deny, name, sc.Arg(0, sc.LT, SELF_PID))
+    for name in ("tkill", "pidfd_send_signal"):
+        f.add_rule(deny, name)
+    for command in (8, 15):  # F_SETOWN, F_SETOWN_EX
+        f.add_rule(deny, "fcntl", sc.Arg(1, sc.EQ, command))
+    for request in (0x8901, 0x8902):  # FIOSETOWN, SIOCSPGRP
+        f.add_rule(deny, "ioctl", sc.Arg(1, sc.EQ, request))
+
+
+def bind_pid(program: bytes, pid: int) -> bytes:
+    """The program with every jump constant SELF_PID replaced by `pid` (struct sock_filter: u16 code, u8, u8, u32 k).
+
+    Done by the notebook process on itself before loading: the filter is compiled once per handler,
+    and the pid exists only after the fork. Only BPF_JMP|BPF_K instructions are touched.
+    """
+    out = bytearray(program)
+    for at in range(0, len(out) - 7, 8):
+        code = out[at] | out[at + 1] << 8 if sys.byteorder == "little" else out[at] << 8 | out[at + 1]
+        if code & 0x07 == 0x05 and code & 0x08 == 0 and int.from_bytes(out[at + 4:at + 8], sys.byteorder) == SELF_PID:
+            out[at + 4:at + 8] = pid.to_bytes(4, sys.byteorder)
+    return bytes(out)
+
+
+def seccomp_program(signals: bool = False) -> bytes:
     """The filter compiled to BPF for this machine (struct sock_filter[]): built once by the handler, loaded per run."""
     import tempfile
 
     with tempfile.TemporaryFile() as fh:
-        seccomp_filter().export_bpf(fh)
+        seccomp_filter(signals).export_bpf(fh)
         fh.seek(0)
         return fh.read()
 
@@ -391,7 +441,7 @@ def launch() -> None:
     with contextlib.suppress(OSError):  # the child does the same: whichever runs first wins
         os.setpgid(pid, pid)
     _report(spec["status_fd"], {"pid": pid})
-    outcome = _supervise(pid, out_r, spec["limits"])
+    outcome = _supervise(pid, out_r, spec["limits"], spec["work"])
     _report(spec["status_fd"], outcome)
     os._exit(0)
 
@@ -418,7 +468,7 @@ def _notebook(spec: Spec) -> None:
         if spec["landlock"]:
             landlock_restrict(**spec["landlock"])
         if spec["seccomp"]:
-            seccomp_load(bytes.fromhex(spec["seccomp"]))
+            seccomp_load(bind_pid(bytes.fromhex(spec["seccomp"]), os.getpid()))
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # after the uid change, which clears it
         if os.getppid() <= 1 and not spec["pid_namespace"]:
             raise OSError("the launcher is gone")
@@ -429,22 +479,33 @@ def _notebook(spec: Spec) -> None:
     os._exit(EXIT_FENCE)
 
 
-def _supervise(pid: int, out_r: int, lim: dict[str, Any]) -> dict[str, Any]:
-    """Copy stdout up to the cap and wait for the notebook until the timeout; then leave nothing alive."""
+def _supervise(pid: int, out_r: int, lim: dict[str, Any], work: str) -> dict[str, Any]:
+    """Copy stdout up to the cap and wait for the notebook until the timeout, measuring its disk and memory
+    every POLL_S; then leave nothing alive."""
     try:  # readable when the notebook exits; it stays unreaped (its pid is the group id)
         pidfd = os.pidfd_open(pid)
     except OSError:  # Linux < 5.3: look every 50 ms, still without reaping
         pidfd = -1
     deadline = time.monotonic() + lim["timeout_s"]
+    next_poll = time.monotonic() + POLL_S
     written, reason, reading = 0, "exited", True
+    peak: dict[str, int] = {"disk_bytes": 0, "memory_bytes": 0}
     try:
         while True:
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            remaining = deadline - now
             if remaining <= 0:
                 reason = "timeout"
                 break
+            if now >= next_poll:
+                over = _over_caps(pid, work, lim, peak)
+                if over:
+                    reason = over
+                    break
+                next_poll = time.monotonic() + POLL_S
             watched = ([pidfd] if pidfd >= 0 else []) + ([out_r] if reading else [])
-            ready, _, _ = select.select(watched, [], [], remaining if pidfd >= 0 else min(remaining, 0.05))
+            wait = min(remaining, max(next_poll - time.monotonic(), 0.0))
+            ready, _, _ = select.select(watched, [], [], wait if pidfd >= 0 else min(wait, 0.05))
             if out_r in ready:
                 got = _copy(out_r, lim["max_output"] - written)
                 if got < 0:
@@ -467,12 +528,120 @@ def _supervise(pid: int, out_r: int, lim: dict[str, Any]) -> dict[str, Any]:
     _, status, usage = os.wait4(pid, 0)
     # CPU time tells a CPU-limit kill apart: PID 1 of a namespace ignores SIGXCPU and dies at the hard limit
     result: dict[str, Any] = {"reason": reason, "output_bytes": written,
-                              "cpu_s": round(usage.ru_utime + usage.ru_stime, 3)}
+                              "cpu_s": round(usage.ru_utime + usage.ru_stime, 3), **peak}
     if os.WIFSIGNALED(status):
         result["signal"] = os.WTERMSIG(status)
     else:
         result["exit"] = os.WEXITSTATUS(status)
     return result
+
+
+def _over_caps(leader: int, work: str, lim: dict[str, Any], peak: dict[str, int]) -> str:
+    """"disk" or "memory" when the run holds more than its cap (peaks noted in `peak`), else ""."""
+    pids = run_processes(os.getpid())
+    disk = work_usage(work) + unlinked_open_bytes(pids)
+    memory = sum(resident_bytes(p) for p in pids)
+    peak["disk_bytes"], peak["memory_bytes"] = max(peak["disk_bytes"], disk), max(peak["memory_bytes"], memory)
+    if disk > lim["max_disk"]:
+        return "disk"
+    if memory > lim["max_memory"]:
+        return "memory"
+    return ""
+
+
+_ENTRY_BYTES = 4096  # every file or directory counts at least one block: a million empty files are not free
+
+
+def work_usage(root: str) -> int:
+    """Bytes the work directory holds (allocated blocks, each entry at least _ENTRY_BYTES; hard links once).
+
+    A directory the notebook made unlistable is opened up first (the launcher owns it, or is root).
+    """
+    total, seen, stack = 0, set(), [root]
+    while stack:
+        path = stack.pop()
+        try:
+            entries = list(os.scandir(path))
+        except PermissionError:
+            try:
+                os.chmod(path, 0o700)
+                entries = list(os.scandir(path))
+            except OSError:
+                continue
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            total += max(st.st_blocks * 512, _ENTRY_BYTES)
+            if stat.S_ISDIR(st.st_mode):
+                stack.append(entry.path)
+    return total
+
+
+def unlinked_open_bytes(pids: list[int]) -> int:
+    """Bytes of regular files the run's processes hold open with no name left (deleted files, memfds)."""
+    total, seen = 0, set()
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                st = os.stat(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and st.st_nlink == 0 and (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
+    return total
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def resident_bytes(pid: int) -> int:
+    """Memory a process holds: its proportional set size (shared pages split among their users), else its RSS."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def run_processes(launcher: int) -> list[int]:
+    """Every descendant of the launcher (one scan of /proc): the notebook, its group, and orphans it adopted."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                text = fh.read()
+        except OSError:
+            continue
+        after_name = text[text.rfind(b")") + 2:].split()
+        if len(after_name) > 1:
+            parents.setdefault(int(after_name[1]), []).append(int(entry))
+    found, stack = [], list(parents.get(launcher, []))
+    while stack:
+        pid = stack.pop()
+        found.append(pid)
+        stack.extend(parents.get(pid, []))
+    return found
 
 
 def _copy(fd: int, room: int) -> int:

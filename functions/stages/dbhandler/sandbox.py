@@ -9,7 +9,8 @@ shows `-` for the password, and parameters of any size never meet the kernel's a
 
 The process tree and its fence are stages/dbhandler/fence.py: the launcher applies the wall-clock
 timeout, caps stdout (FINOPS_NOTEBOOK_MAX_OUTPUT_MB: the run is stopped there, so output is held
-once, never more than the cap), and leaves no descendant alive; the notebook process builds
+once, never more than the cap), the work directory's total (FINOPS_NOTEBOOK_MAX_DISK_MB) and the
+memory of all the run's processes together (FINOPS_NOTEBOOK_MEMORY_MB), and leaves no descendant alive; the notebook process builds
 Landlock, seccomp, a PID namespace, a uid of its own and rlimits on itself before exec. What this
 kernel offers is probed once per process (`fence_plan`); FINOPS_NOTEBOOK_FENCE decides what a
 missing part means: `required` (default) refuses runs with 503 naming it, `warn` runs with what
@@ -62,8 +63,9 @@ class NotebookSettings(_EnvSettings):
     """Limits and fence of notebook runs (`POST /compute/<name>`)."""
 
     timeout_s: float = Field(default=120.0, gt=0, alias="FINOPS_NOTEBOOK_TIMEOUT", description="Seconds a notebook may run before it and every process it started are killed (answer 504).")
-    memory_mb: int = Field(default=1024, ge=64, alias="FINOPS_NOTEBOOK_MEMORY_MB", description="Address-space limit of a notebook process, MiB (RLIMIT_AS; answer 422 when hit).")
+    memory_mb: int = Field(default=1024, ge=64, alias="FINOPS_NOTEBOOK_MEMORY_MB", description="Memory of a run, MiB: the address-space limit of each of its processes (RLIMIT_AS), and the most all of them may hold together (proportional set sizes, measured every 0.2 s; the run is stopped there). Answer 422.")
     max_file_mb: int = Field(default=256, ge=1, alias="FINOPS_NOTEBOOK_MAX_FILE_MB", description="Largest file a notebook may write in its work directory, its stderr included, MiB (RLIMIT_FSIZE).")
+    max_disk_mb: int = Field(default=512, ge=1, alias="FINOPS_NOTEBOOK_MAX_DISK_MB", description="Most a run may hold in its work directory, all files together (and files it keeps open after deleting them), MiB; measured every 0.2 s, the run is stopped there (answer 422).")
     max_output_mb: int = Field(default=32, ge=1, alias="FINOPS_NOTEBOOK_MAX_OUTPUT_MB", description="Largest stdout of a run, MiB: the answer body. A run writing more is stopped there (answer 422).")
     max_running: int = Field(default=4, ge=1, le=500, alias="FINOPS_NOTEBOOK_MAX_RUNNING", description="Notebooks running at once per handler process; more wait up to 10 s, then 503 + Retry-After.")
     max_processes: int = Field(default=64, ge=1, alias="FINOPS_NOTEBOOK_MAX_PROCESSES", description="Processes and threads one run may have (RLIMIT_NPROC; a fork bomb gets EAGAIN). Non-root handlers: on top of their user's current count.")
@@ -82,7 +84,7 @@ class RunResult:
     """How a run ended: exit code (negative = killed by that signal), outputs, whether it timed out.
 
     `stdout` is the run's output without leading and trailing newlines (Krateo strips them), read
-    once as bytes; `stopped` names a limit that ended the run ("output"); `fence_error` says why the
+    once as bytes; `stopped` names a limit that ended the run ("output", "disk", "memory"); `fence_error` says why the
     fence could not be built (no notebook code ran then); `cpu_s` is the notebook process's CPU time.
     """
 
@@ -154,6 +156,23 @@ class FencePlan:
     def uid_drop(self) -> bool:
         return self.mode != "off" and self.caps.uid_drop
 
+    @property
+    def signal_filter(self) -> bool:
+        """Seccomp keeps signals in: nothing else does here (same uid, no PID namespace, no Landlock signal scope)."""
+        return self.seccomp and not signals_scoped(self.caps)
+
+    def signals(self) -> str:
+        """What keeps a notebook from signalling the handler's processes ("" = nothing)."""
+        if self.mode == "off":
+            return ""
+        if self.caps.pid_namespace:
+            return "pid namespace"
+        if self.caps.uid_drop:
+            return "own uid"
+        if self.caps.landlock_abi >= 6:
+            return "landlock"
+        return "seccomp" if self.caps.seccomp else ""
+
     def report(self) -> dict[str, Any]:
         """GET /compute/fence: what holds, what is missing, and whether runs are refused."""
         abi = self.caps.landlock_abi if self.landlock else 0
@@ -161,7 +180,7 @@ class FencePlan:
             "mode": self.mode, "runs": "refused" if self.refused else "allowed", "missing": list(self.missing),
             "notes": list(self.notes),
             "built": {"landlock_abi": abi, "filesystem": abi >= 1, "tcp_rules": abi >= 4, "scopes": abi >= 6,
-                      "seccomp": self.seccomp, "pid_namespace": self.pid_namespace,
+                      "seccomp": self.seccomp, "pid_namespace": self.pid_namespace, "signals": self.signals(),
                       "own_uid": self.uid_drop, "subreaper": True, "rlimits": True},
         }
 
@@ -179,6 +198,11 @@ def _plan(mode: str, python: str, hidden: tuple[str, ...]) -> FencePlan:
                                    "seccomp_error": plan.caps.seccomp_error,
                                    "pid_namespace_error": plan.caps.pid_namespace_error})
     return plan
+
+
+def signals_scoped(caps: Capabilities) -> bool:
+    """Signals to the handler are impossible without seccomp's help: another uid, PID namespace or Landlock scope."""
+    return caps.uid_drop or caps.pid_namespace or caps.landlock_abi >= 6
 
 
 def plan_for(mode: str, caps: Capabilities, python: str, hidden: tuple[str, ...] = ()) -> FencePlan:
@@ -200,9 +224,13 @@ def plan_for(mode: str, caps: Capabilities, python: str, hidden: tuple[str, ...]
         if root is not None:
             missing.append(f"filesystem: {path} lies under {root}, which notebooks may read")
     notes: list[str] = ["network: Landlock rules name ports, not addresses: the database port is open on every host"]
-    if caps.landlock_abi < 6 and not caps.uid_drop and not caps.pid_namespace:
-        notes.append("signals: a notebook may signal the handler's processes (Landlock ABI >= 6, a root handler "
-                     "or a PID namespace prevents it)")
+    if not signals_scoped(caps):
+        if caps.seccomp:
+            notes.append(f"signals: Landlock ABI {caps.landlock_abi} has no signal scope (Linux >= 6.12): seccomp lets "
+                         "a notebook signal only its own process, not its children by pid")
+        else:
+            missing.append("signals: a notebook runs as the handler's uid and could kill it (no Landlock signal scope, "
+                           "no PID namespace, no seccomp)")
     if mode == "off":
         missing = ["everything: FINOPS_NOTEBOOK_FENCE=off builds no kernel fence"]
     return FencePlan(mode, caps, tuple(missing), tuple(notes), tuple(read_exec), tuple(read))
@@ -360,6 +388,8 @@ class Limits:
     processes: int  # tasks (threads included)
     timeout_s: float
     max_output: int  # bytes of stdout kept; the run is stopped beyond
+    max_disk: int  # bytes the work directory may hold, all files together; the run is stopped beyond
+    max_memory: int  # bytes all the run's processes may hold together; the run is stopped beyond
 
 
 @dataclass(frozen=True)
@@ -381,10 +411,13 @@ class LaunchSpec:
         return json.dumps(asdict(self), separators=(",", ":"))
 
 
-@lru_cache(maxsize=1)
-def seccomp_program() -> str:
-    """The notebook seccomp filter as BPF (hex), compiled once per process: runs load it without libseccomp."""
-    return fence.seccomp_program().hex()
+@lru_cache(maxsize=2)
+def seccomp_program(signals: bool = False) -> str:
+    """The notebook seccomp filter as BPF (hex), compiled once per process: runs load it without libseccomp.
+
+    `signals`: with the rules that allow signals only to the notebook process itself (its pid bound per run).
+    """
+    return fence.seccomp_program(signals).hex()
 
 
 def spec_for(path: Path, lib: Path, work: Path, creds: DbCredentials, payload_fd: int, status_fd: int,
@@ -398,10 +431,11 @@ def spec_for(path: Path, lib: Path, work: Path, creds: DbCredentials, payload_fd
             read_write=[str(work)], devices=["/dev/null"], tcp_ports=[int(host_port(creds.url)[1])])
     limits = Limits(memory=settings.memory_mb * _MIB, file_size=settings.max_file_mb * _MIB, cpu_s=settings.cpu_s,
                     processes=settings.max_processes, timeout_s=settings.timeout_s,
-                    max_output=settings.max_output_mb * _MIB)
+                    max_output=settings.max_output_mb * _MIB, max_disk=settings.max_disk_mb * _MIB,
+                    max_memory=settings.memory_mb * _MIB)
     return LaunchSpec(argv=argv_for(str(path), creds, settings), env=scrubbed_env(work, lib, payload_fd), work=str(work),
                       status_fd=status_fd, limits=limits, landlock=landlock,
-                      seccomp=seccomp_program() if plan.seccomp else "", pid_namespace=plan.pid_namespace, uid=uid,
+                      seccomp=seccomp_program(plan.signal_filter) if plan.seccomp else "", pid_namespace=plan.pid_namespace, uid=uid,
                       keep_read_search=uid is not None and landlock is not None and plan.caps.read_search)
 
 
@@ -436,7 +470,7 @@ def _spawn(path: Path, lib: Path, work: Path, creds: DbCredentials, params: Mapp
                 why = "" if overstayed else f"the notebook launcher ended without a report (exit code {proc.returncode})"
                 return RunResult(proc.returncode, b"", stderr, overstayed, seconds, fence_error=why)
             code = -int(final["signal"]) if "signal" in final else int(final.get("exit", 0))
-            stopped = "output" if final["reason"] == "output" else ""
+            stopped = str(final["reason"]) if final["reason"] in ("output", "disk", "memory") else ""
             stdout = _stripped(out) if code == 0 and not stopped else b""
             return RunResult(code, stdout, stderr, final["reason"] == "timeout", seconds, stopped=stopped,
                              cpu_s=float(final.get("cpu_s", 0.0)))

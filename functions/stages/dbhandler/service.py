@@ -395,5 +395,5 @@ def engine(settings: DbHandlerSettings) -> Engine:
 
             if settings.db_path != ":memory:":
                 os.makedirs(os.path.dirname(os.path.abspath(settings.db_path)), exist_ok=True)
-            found = _engines[settings.db_path] = Engine(settings.db_path)
+            found = _engines[settings.db_path] = Engine(settings.db_path, statement_timeout=settings.statement_timeout_s or None)
         return found

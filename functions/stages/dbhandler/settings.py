@@ -14,6 +14,7 @@
 | `FINOPS_DB_SQL_CONNECTIONS` | connections each SQL listener serves at once, one thread each (more wait, then 503) | `64` |
 | `FINOPS_DB_SQL_MAX_BODY_MB` | largest `/_sql` body, also after gzip decompression, on the listeners and the public `/_sql` (413 beyond) | `256` |
 | `FINOPS_DB_SQL_TIMEOUT` | seconds a listener connection may stay silent, and may wait for a free slot | `60` |
+| `FINOPS_DB_STATEMENT_TIMEOUT` | embedded mode: seconds one statement may run before the engine cancels it (400 naming the limit), so one runaway query cannot hold the engine's lock; `0` = no limit | `300` |
 | `PORT` | the port this process serves HTTP on (`/upload`, `/compute`, the public `/_sql`) | `8080` |
 
 Embedded mode: the handler's own SQL and its notebooks' never go to `PORT`. They go to listeners
@@ -46,6 +47,7 @@ class DbHandlerSettings(BaseModel):
     sql_connections: int = Field(64, ge=1, le=4096, description="connections each SQL listener serves at once")
     sql_max_body_mb: int = Field(256, ge=1, description="largest /_sql body (also decompressed), MiB")
     sql_timeout_s: float = Field(60.0, gt=0, description="idle and slot-wait timeout of listener connections, s")
+    statement_timeout_s: float = Field(300.0, ge=0, description="embedded: seconds a statement may run (0 = no limit)")
     rejects_retention_days: int = Field(30, ge=1, description="days a rejected row stays in finops_rejects")
     ledger_retention_days: int = Field(400, ge=1, description="days a run's entries stay in finops_ledger")
 
@@ -113,6 +115,7 @@ _PLAIN = {  # field -> the variable it is read from as is
     "ledger_retention_days": "FINOPS_LEDGER_RETENTION_DAYS", "sql_port": "FINOPS_DB_SQL_PORT",
     "notebook_sql_port": "FINOPS_DB_NOTEBOOK_SQL_PORT", "sql_connections": "FINOPS_DB_SQL_CONNECTIONS",
     "sql_max_body_mb": "FINOPS_DB_SQL_MAX_BODY_MB", "sql_timeout_s": "FINOPS_DB_SQL_TIMEOUT",
+    "statement_timeout_s": "FINOPS_DB_STATEMENT_TIMEOUT",
 }
 _VARIABLES = {**_PLAIN, "mode": "FINOPS_DB_MODE", "db_url": "FINOPS_DB_URL", "db_path": "FINOPS_DB_PATH",
               "users": "FINOPS_DB_USERS"}
