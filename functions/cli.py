@@ -491,8 +491,12 @@ def _examples(examples: Any, width: int = 60) -> str:
 def cmd_events_generate(args: argparse.Namespace) -> int:
     """Simulated AI cost events to --target, else to the running stack's aicost (or its broker with --broker)."""
     from functions.clients.callers import outbound_headers
-    from functions.local import aicost_producer
 
+    try:
+        from functions.demo import aicost_producer
+    except ModuleNotFoundError as exc:
+        _refuse_without_demo(exc, "finops events generate")
+        raise
     env = {"FINOPS_AUTH_TOKEN_FILE": args.token_file} if args.token_file else None
     target, batch, auth = args.target, args.batch, outbound_headers(env)
     if target is None:
@@ -511,9 +515,19 @@ def cmd_events_generate(args: argparse.Namespace) -> int:
     return 0 if report.failed_requests == 0 else 1
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from functions.local import demo
+def _refuse_without_demo(exc: ModuleNotFoundError, command: str) -> None:
+    """A UserError when `exc` is the functions.demo package missing, as in the container image."""
+    if exc.name == "functions.demo" or str(exc.name).startswith("functions.demo."):
+        raise UserError(f"`{command}` needs the functions.demo package, which this installation leaves out "
+                        "(the container image ships the runtime only): run it from a checkout") from exc
 
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    try:
+        from functions.demo import demo
+    except ModuleNotFoundError as exc:
+        _refuse_without_demo(exc, "finops demo")
+        raise
     return int(demo.run(args) or 0)
 
 

@@ -1,7 +1,7 @@
 """The event catalogue and CloudEvent encode/decode: the only module that imports cloudevents.
 
 Types are reverse-DNS under `io.finops.`; PingSource ticks keep Knative's type. Every event a
-function emits is listed here with its meaning, and the README table is generated from CATALOGUE.
+function emits is listed here with its meaning, and the table of docs/events.md is generated from CATALOGUE.
 Decoding checks JSON nesting first (functions.codecs.json_limits): the SDK parses with the stdlib
 json, which raises RecursionError on `[[[[…]]]]`; here that is a 400 naming the depth.
 """

@@ -141,7 +141,7 @@ def _host_port(url: str) -> tuple[str, str]:
 
 
 def _preamble(path: str) -> dict[str, Any]:
-    """Krateo's injected names (spec §9.5), connected now: a failure exits 75 (database unavailable)."""
+    """The names Krateo's handler injects into every notebook (its preamble), connected now: a failure exits 75 (database unavailable)."""
     from crate import client
 
     creds = credentials()

@@ -2,7 +2,8 @@
 #
 # Python computes the proposals (day-2 rightsizing windows from the moving-window algorithm, day-1
 # carbon-aware placement); this policy decides what, if anything, is written on the composition.
-# It replaces Krateo's `router` + `finops_admission` packages (spec §5.1, §5.3): the router's
+# It replaces Krateo's `router` + `finops_admission` packages (policies/main_router.rego and
+# policies/moving_window.rego of krateoplatformops/finops-moving-window-policy-chart): the router's
 # apiVersion/kind match is the `compositions` list in data.finops.config, and the written rightsizing
 # list keeps Krateo's item shape exactly ({resourceid, metricname, unit, optimization{from, to,
 # resourceDelta}}) so existing frontends keep working. Explanations go to `reasons`, never into items.

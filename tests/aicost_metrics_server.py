@@ -12,8 +12,10 @@ from pathlib import Path
 
 import httpx
 from aicost_server import MAIN, AICost
-from dbhandler_server import AUTH, free_port, start_function, stop_process
+from dbhandler_server import AUTH, start_function, stop_process
 from prometheus_client.parser import text_string_to_metric_families
+
+from functions.local.supervisor import free_port
 
 
 @dataclass

@@ -18,9 +18,10 @@ from typing import Any
 
 import httpx
 import pytest
-from dbhandler_server import AUTH, USERS, DbHandler, free_port, start_dbhandler, start_function, stop_process
+from dbhandler_server import AUTH, USERS, DbHandler, start_dbhandler, start_function, stop_process
 
 from functions.clients.kube import resource_path
+from functions.local.supervisor import free_port
 
 MAIN = Path(__file__).resolve().parent.parent / "functions" / "main.py"
 USAGE = "io.finops.aicost.usage"

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from functions.local.supervisor import free_port
 
 TESTS = Path(__file__).resolve().parent
 SOURCE = TESTS / "dbhandler_target.py"
@@ -111,12 +112,6 @@ def start_function(target: str, port: int, env: Mapping[str, str], log: Path, so
             time.sleep(0.1)
     stop_process(process)
     raise RuntimeError(f"{target} did not answer within 30 s: {log.read_text()[-4000:]}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_dbhandler(tmp_path: Path, env: Mapping[str, str] | None = None, users: Mapping[str, str] = USERS) -> DbHandler:

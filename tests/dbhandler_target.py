@@ -9,6 +9,6 @@ import functions_framework
 
 @functions_framework.http
 def dbhandler(request: Any) -> Any:
-    from functions.stages.dbhandler import service
+    from functions.stages.dbhandler import router
 
-    return service.wsgi_answer(request)
+    return router.handle(request)

@@ -14,7 +14,7 @@ import random
 from collections.abc import Iterator
 from typing import IO
 
-from functions.local.focus_rows import FOCUS_1_0_COLUMNS  # one FOCUS 1.0 column list
+from functions.demo.focus_rows import FOCUS_1_0_COLUMNS  # one FOCUS 1.0 column list
 
 X_COLUMNS: tuple[str, ...] = ("x_SkuDescription", "x_BillingProfileId")
 COLUMNS: tuple[str, ...] = FOCUS_1_0_COLUMNS + X_COLUMNS

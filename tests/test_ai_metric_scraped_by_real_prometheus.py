@@ -28,9 +28,10 @@ import httpx
 import pytest
 from aicost_metrics_server import Metrics, start_metrics
 from aicost_server import AICost, start_aicost
-from dbhandler_server import AUTH, TOKEN, free_port, stop_process
+from dbhandler_server import AUTH, TOKEN, stop_process
 
-from functions.local.aicost_producer import Generator, encode_batch
+from functions.demo.aicost_producer import Generator, encode_batch
+from functions.local.supervisor import free_port
 
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")

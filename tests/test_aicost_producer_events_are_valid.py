@@ -25,7 +25,7 @@ from dbhandler_server import AUTH
 from functions import events
 from functions.cli import main as cli
 from functions.codecs import ai_pricing
-from functions.local.aicost_producer import Generator, Sender, SendReport, encode_batch, schedule
+from functions.demo.aicost_producer import Generator, Sender, SendReport, encode_batch, schedule
 from functions.models.aicost import AICostEvent
 
 START = datetime(2025, 3, 10, 12, tzinfo=UTC)

@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 import pytest
-from dbhandler_server import AUTH, DbHandler, free_port, start_dbhandler, start_function, stop_process
+from dbhandler_server import AUTH, DbHandler, start_dbhandler, start_function, stop_process
 
 from functions import events
 from functions.clients import kube
@@ -39,10 +39,12 @@ from functions.clients.policy import EmbeddedOpa
 from functions.codecs import json_limits
 from functions.codecs.sources import read_payload
 from functions.errors import InvalidInput
-from functions.models.optimizer import OptimizerSettings
+from functions.local.supervisor import free_port
+from functions.settings.optimizer import OptimizerSettings
 from functions.stages import aicost_ingest
-from functions.stages import optimizer as optimizer_stage
 from functions.stages.dbhandler.columns import parse_tags
+from functions.stages.optimizer import admission as optimizer_admission
+from functions.stages.optimizer.deps import Deps as OptimizerDeps
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIN = ROOT / "functions" / "main.py"
@@ -144,9 +146,9 @@ def test_source_payloads_nested_too_deep_are_refused(metric_type: str, inner: by
 
 
 def test_an_admission_review_nested_too_deep_is_allowed_unchanged(tmp_path: Path) -> None:
-    deps = optimizer_stage.Deps(settings=OptimizerSettings(), reader=kube.LocalReader(tmp_path),
-                                policy=EmbeddedOpa(ROOT / "policies"))
-    answer = optimizer_stage.review(b'{"apiVersion": "admission.k8s.io/v1", "request": ' + DEEP + b"}", deps)
+    deps = OptimizerDeps(settings=OptimizerSettings(), reader=kube.LocalReader(tmp_path),
+                         policy=EmbeddedOpa(ROOT / "policies"))
+    answer = optimizer_admission.handle(b'{"apiVersion": "admission.k8s.io/v1", "request": ' + DEEP + b"}", deps)
     assert answer["response"]["allowed"] is True and "patch" not in answer["response"]
     assert re.search(NAMED, answer["response"]["warnings"][0])
 

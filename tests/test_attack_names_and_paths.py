@@ -30,18 +30,19 @@ import httpx
 import pyarrow as pa
 import pytest
 import yaml
-from dbhandler_server import free_port, start_function, stop_process
+from dbhandler_server import start_function, stop_process
 from pydantic import ValidationError
 
 from functions import bridge, events
 from functions.clients import kube
 from functions.errors import InvalidInput
 from functions.local.crstore import CrStore
+from functions.local.supervisor import free_port
 from functions.models import names, paths
 from functions.models.crs import ScraperConfig
-from functions.models.focus import FocusSettings
-from functions.models.notebooks import NotebookSettings
 from functions.models.refs import ConfigRef
+from functions.settings.focus import FocusSettings
+from functions.settings.notebooks import NotebookSettings
 from functions.stages import focus_ingest, notebooks
 from functions.storage.snapshots import FileSnapshotStore
 

@@ -45,10 +45,12 @@ import httpx
 import pytest
 from dbhandler_server import DbHandler, start_dbhandler
 
+from functions import errors
 from functions.clients.db import connect
 from functions.errors import InvalidInput
-from functions.stages.dbhandler import compute, sandbox
-from functions.stages.dbhandler.settings import DbHandlerSettings
+from functions.settings.database import DbHandlerSettings
+from functions.settings.notebooks import NotebookRunSettings
+from functions.stages.dbhandler import notebook_store, sandbox
 
 PASSWORD = f"tenant-pw-{random.randrange(10**9)}"
 USERS = {"finops": "s3cret", "tenant": PASSWORD, "admin": "adm1n-only-secret"}
@@ -172,7 +174,7 @@ print(json.dumps(results))
 
 
 def test_writes_outside_the_work_directory_are_refused(server: DbHandler) -> None:
-    package = Path(compute.__file__).resolve().parents[2]
+    package = Path(notebook_store.__file__).resolve().parents[2]
     code = TRY + f"""attempt("package", lambda: open({str(package / "planted.py")!r}, "w").write("x"))
 attempt("tmp", lambda: open("/tmp/planted-by-notebook", "w").write("x"))
 attempt("own code", lambda: open(__file__, "a").write("x"))
@@ -268,7 +270,7 @@ def test_a_daemonized_child_is_dead_when_the_answer_arrives(server: DbHandler) -
 
 def test_the_subreaper_alone_kills_a_daemon_that_left_the_group(server: DbHandler) -> None:
     """No seccomp and no PID namespace (a kernel or container without them, FINOPS_NOTEBOOK_FENCE=warn)."""
-    settings = sandbox.NotebookSettings(FINOPS_NOTEBOOK_FENCE="warn", FINOPS_NOTEBOOK_TIMEOUT=10)
+    settings = NotebookRunSettings(FINOPS_NOTEBOOK_FENCE="warn", FINOPS_NOTEBOOK_TIMEOUT=10)
     real = sandbox.capabilities(settings.interpreter)
     if real.landlock_abi < 1:
         pytest.skip(f"no Landlock here: {real.landlock_error}")
@@ -285,7 +287,7 @@ def test_landlock_and_seccomp_alone_hold_without_an_own_uid_or_pid_namespace(ser
     """A Kubernetes node's case (non-root, no namespaces): the fence must not lean on the uid drop.
 
     Here the notebook even stays root, with every capability: Landlock and seccomp still hold."""
-    settings = sandbox.NotebookSettings(FINOPS_NOTEBOOK_TIMEOUT=10)
+    settings = NotebookRunSettings(FINOPS_NOTEBOOK_TIMEOUT=10)
     real = sandbox.capabilities(settings.interpreter)
     if real.landlock_abi < 6 or not real.seccomp:
         pytest.skip(f"needs Landlock ABI >= 6 and seccomp here: {real.landlock_error or real.seccomp_error}")
@@ -333,7 +335,7 @@ print(json.dumps(results))
 
 def test_signals_reach_only_the_notebook_itself_without_landlock_scopes(server: DbHandler) -> None:
     """Linux 6.7-6.11 with our non-root manifests: Landlock ABI 4-5, the handler's uid, no PID namespace."""
-    settings = sandbox.NotebookSettings(FINOPS_NOTEBOOK_TIMEOUT=10)
+    settings = NotebookRunSettings(FINOPS_NOTEBOOK_TIMEOUT=10)
     real = sandbox.capabilities(settings.interpreter)
     if real.landlock_abi < 5 or not real.seccomp:
         pytest.skip(f"needs Landlock ABI >= 5 and seccomp here: {real.landlock_error or real.seccomp_error}")
@@ -404,9 +406,9 @@ def test_a_name_with_a_newline_is_refused(server: DbHandler) -> None:
     for method, path, body in (("POST", "/compute/ok\n", b"{}"), ("GET", "/compute/ok\n/info", b""),
                                ("POST", "/compute/ok\n/upload", b"print(1)\n"), ("DELETE", "/compute/ok\n", b"")):
         with pytest.raises(InvalidInput) as caught:
-            compute.handle(method, path, {}, {}, body, settings, open_db)
+            notebook_store.handle(method, path, {}, {}, body, settings, open_db)
         assert caught.value.status == 400 and "bad notebook name" in str(caught.value)
-    assert compute.NAME.fullmatch("ok\n") is None and compute.NAME.fullmatch("ok") is not None
+    assert notebook_store.NAME.fullmatch("ok\n") is None and notebook_store.NAME.fullmatch("ok") is not None
 
 
 KERNEL_6_1 = sandbox.Capabilities(landlock_abi=3, seccomp=True, prefixes=["/usr"])
@@ -432,7 +434,7 @@ def test_what_each_kernel_leaves_missing(caps: sandbox.Capabilities, hidden: tup
     assert list(plan.missing) == expected
     assert plan.refused == bool(expected)
     if expected:
-        answer = compute.refused(plan)
+        answer = errors.answer(notebook_store.refused(plan))
         assert answer.status == 503 and answer.body["missing"] == expected
         assert "FINOPS_NOTEBOOK_FENCE" in answer.body["error"]
         assert not sandbox.plan_for("warn", caps, "/usr/bin/python3", hidden).refused

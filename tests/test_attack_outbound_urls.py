@@ -34,13 +34,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from dbhandler_server import free_port, start_function, stop_process
+from dbhandler_server import start_function, stop_process
 from loopback_http import Reply, Seen, Server, serve
 
 from functions.clients import outbound
 from functions.clients.endpoint import Endpoint, RetryPolicy, fetch, request
 from functions.clients.outbound import OutboundPolicy
 from functions.errors import InvalidInput, Unavailable
+from functions.local.supervisor import free_port
 from functions.models.crs import API
 
 MAIN = Path(__file__).resolve().parents[1] / "functions" / "main.py"

@@ -5,25 +5,25 @@ its default body limit, callers holding the shared token (tests/dbhandler_server
 handler as main.py serves it.
 
 Cases:
-- a request head announcing one byte more than the target's limit (its default, functions.clients.
-  callers.BODY_LIMITS) is answered 413 at once, the body never sent: JSON naming the limit and
+- a request head announcing one byte more than the target's limit (its default,
+  functions.settings.callers.BODY_LIMITS) is answered 413 at once, the body never sent: JSON naming the limit and
   FINOPS_MAX_BODY_BYTES; the database handler too (for a database user);
 - a chunked body (no Content-Length) over the limit is cut off while it is read: 413; one exactly at
   the limit is read whole (FINOPS_MAX_BODY_BYTES set small, so the test sends kilobytes);
-- the setting's default per target is what the README documents, and sized above what callers
+- the setting's default per target is what docs/settings.md documents, and sized above what callers
   send (an /upload part of 50,000 FOCUS rows, an aicost batch of FINOPS_AICOST_MAX_BATCH events);
 - Flask's own errors are JSON, never HTML: functions-framework's /robots.txt (404), a path with %0A
   (the issue's notebook name: 400 naming the control character), a method a target does not serve
   (405 + Allow), an unknown GET path (404);
-- an unexpected exception answers 500 with a generic message and a correlation id, never the
-  exception's text, and the log holds the traceback under that id.
+- a bad setting (a deployment error) answers 500 naming the variable, never its value or a traceback
+  (an unexpected exception's correlation-id answer is checked for every target in
+  test_every_target_answers_errors_from_one_table).
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import re
 import socket
 import time
 from collections.abc import Iterator
@@ -33,10 +33,11 @@ from typing import Any
 
 import httpx
 import pytest
-from dbhandler_server import AUTH, USERS, free_port, start_function, stop_process
+from dbhandler_server import AUTH, USERS, start_function, stop_process
 
-from functions.clients.callers import BODY_LIMITS
+from functions.local.supervisor import free_port
 from functions.main import TARGETS
+from functions.settings.callers import BODY_LIMITS
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIN = ROOT / "functions" / "main.py"
@@ -136,8 +137,8 @@ def test_a_chunked_body_is_cut_off_at_the_limit(urls: dict[str, str], target: st
 
 
 def test_the_defaults_leave_room_for_what_callers_send() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    row = next(line for line in readme.splitlines() if "`FINOPS_MAX_BODY_BYTES`" in line)
+    settings = (ROOT / "docs" / "settings.md").read_text(encoding="utf-8")
+    row = next(line for line in settings.splitlines() if "`FINOPS_MAX_BODY_BYTES`" in line)
     for target, limit in BODY_LIMITS.items():
         shown = f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit >> 10} KiB"
         assert f"{target} {shown}" in row, (target, row)
@@ -167,8 +168,8 @@ def test_http_errors_are_json(urls: dict[str, str], target: str, method: str, pa
         assert "control character" in answer.json()["error"]
 
 
-def test_an_unexpected_failure_answers_a_correlation_id_not_its_text(tmp_path: Path) -> None:
-    leak = "s3cret-value-/srv/finops/state"  # a bad setting: pydantic's error text repeats the value
+def test_a_bad_setting_answers_500_naming_the_variable_not_its_value(tmp_path: Path) -> None:
+    leak = "s3cret-value-/srv/finops/state"  # a bad setting: pydantic's error text could repeat the value
     port = free_port()
     log = tmp_path / "exporter.log"
     env = {"FINOPS_STATE_DIR": str(tmp_path), "FINOPS_KUBE": "local", "FINOPS_SNAPSHOT_STORE": leak}
@@ -177,10 +178,8 @@ def test_an_unexpected_failure_answers_a_correlation_id_not_its_text(tmp_path: P
         answer = httpx.get(f"http://127.0.0.1:{port}/metrics/finops/x", headers=AUTH, timeout=30)
     finally:
         stop_process(proc)
-    assert answer.status_code == 500, answer.text
+    assert answer.status_code == 500, answer.text  # a deployment error: redelivered until it is fixed
     body = answer.json()
-    assert set(body) == {"error", "correlation_id"} and body["error"].startswith("internal error")
-    assert leak not in answer.text and "ValidationError" not in answer.text
-    assert re.fullmatch(r"[0-9a-f]{32}", body["correlation_id"])
-    lines = [json.loads(line) for line in log.read_text().splitlines() if body["correlation_id"] in line]
-    assert lines and "Traceback" in lines[0]["exc"] and leak in lines[0]["exc"], log.read_text()[-2000:]
+    assert "settings are invalid" in body["error"] and [e["loc"] for e in body["errors"]] == ["FINOPS_SNAPSHOT_STORE"]
+    assert leak not in answer.text and "ValidationError" not in answer.text and "Traceback" not in answer.text
+    assert "request failed" in log.read_text() and "FINOPS_SNAPSHOT_STORE" in log.read_text()

@@ -28,19 +28,20 @@ from pathlib import Path
 
 import httpx
 import pytest
-from dbhandler_server import AUTH, free_port, start_function, stop_process
+from dbhandler_server import AUTH, start_function, stop_process
 from loopback_http import Reply, Seen, serve
 
 from functions import events
 from functions.clients.endpoint import Endpoint, RetryPolicy, fetch
 from functions.codecs._streams import ByteBudget
 from functions.codecs.sources import read_payload
+from functions.demo.demo_apis import DemoCostApi
+from functions.demo.focus_rows import focus_csv_text
 from functions.errors import InvalidInput
 from functions.local.crstore import CrStore
-from functions.local.demo_apis import DemoCostApi
-from functions.local.focus_rows import focus_csv_text
+from functions.local.supervisor import free_port
 from functions.models.crs import API
-from functions.settings import CollectionSettings
+from functions.settings.collection import CollectionSettings
 
 MAIN = Path(__file__).resolve().parents[1] / "functions" / "main.py"
 NS, NAME = "finops", "costs"

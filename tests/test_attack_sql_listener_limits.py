@@ -232,26 +232,26 @@ def test_without_trust_passwordless_users_and_no_users_are_refused(users: dict[s
 
 
 def test_the_users_can_come_from_a_file_instead_of_the_environment(tmp_path: Path) -> None:
-    from functions.errors import InvalidInput
-    from functions.stages.dbhandler.settings import DbHandlerSettings
+    from functions.errors import Misconfigured
+    from functions.settings.database import DbHandlerSettings
 
     users = tmp_path / "users.json"
     users.write_text(json.dumps({"finops": "from-the-file"}))
     got = DbHandlerSettings.from_env({"FINOPS_DB_USERS_FILE": str(users), "FINOPS_DB_USERS": '{"env": "ignored"}'})
     assert got.users == {"finops": "from-the-file"}
-    with pytest.raises(InvalidInput) as missing:
+    with pytest.raises(Misconfigured) as missing:
         DbHandlerSettings.from_env({"FINOPS_DB_USERS_FILE": str(tmp_path / "absent.json")})
     assert missing.value.errors[0].loc == "FINOPS_DB_USERS_FILE"
 
 
 def test_the_handlers_engine_takes_its_statement_time_limit_from_the_settings(tmp_path: Path) -> None:
-    from functions.stages.dbhandler import service
-    from functions.stages.dbhandler.settings import DbHandlerSettings
+    from functions.settings.database import DbHandlerSettings
+    from functions.stages.dbhandler import router
     from functions.storage.dialect import SqlError
 
     settings = DbHandlerSettings.from_env({"FINOPS_DB_PATH": str(tmp_path / "db" / "finops.duckdb"),
                                            "FINOPS_DB_STATEMENT_TIMEOUT": "0.5"})
-    engine = service.engine(settings)
+    engine = router.engine(settings)
     try:
         started = time.monotonic()
         with pytest.raises(SqlError) as cancelled:

@@ -53,9 +53,10 @@ from typing import Any
 import httpx
 import pytest
 from aicost_server import DB_DOCS, write_crs
-from dbhandler_server import AUTH, USERS, free_port, start_function, stop_process
+from dbhandler_server import AUTH, USERS, start_function, stop_process
 
 from functions import events
+from functions.local.supervisor import free_port
 from functions.main import TARGETS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -353,8 +354,8 @@ def test_the_manifests_wire_the_audience_and_the_token() -> None:
 
     import yaml
 
-    from functions.clients.callers import CallerSettings
     from functions.local.broker import load_manifests
+    from functions.settings.callers import CallerSettings
 
     docs = load_manifests(ROOT / "knative" / "base")
     triggers = [d for d in docs if d.get("kind") == "Trigger"]

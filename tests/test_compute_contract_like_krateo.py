@@ -1,20 +1,22 @@
-"""`/compute` answers like Krateo's database handler (spec §9.2, checklist 38-42), through the real handler.
+"""`/compute` answers like Krateo's database handler (krateoplatformops/finops-database-handler, main.py
+and internal/compute/), through the real handler.
 
 Cases:
-- 38 store: `notebook_table(notebook_name, data)` is readable with SQL; upload answers JSON
+- store: `notebook_table(notebook_name, data)` is readable with SQL; upload answers JSON
   `{"result": true}`; without overwrite an existing notebook is kept; exactly `overwrite=true`
   replaces (`True`, `1`, `yes` do not); an empty body answers `{"result": false}` and stores nothing;
-- 39 list `[]` without a table, `[["a"], ["b"]]` after uploads; info 200 `{"notebook", "code"}`, 404
+- list `[]` without a table, `[["a"], ["b"]]` after uploads; info 200 `{"notebook", "code"}`, 404
   with `"code": ""` for an unknown name;
-- 40 delete answers 200 `{"result": "deleted"}`, also for unknown names and without a table;
-- 41 run: argv host, port (the notebooks' SQL listener), user, password, then `k=v` in the caller's order (values with `=` whole);
+- delete answers 200 `{"result": "deleted"}`, also for unknown names and without a table;
+- run: argv host, port (the notebooks' SQL listener), user, password, then `k=v` in the caller's order (values with `=` whole);
   stdout with newlines stripped at both ends; JSON content type when Accept is or includes
   application/json, text/plain otherwise; an empty body means no parameters;
-- 42 shapes: GET elsewhere under /compute -> 400 `URL composition incorrect`; other methods and
+- shapes: GET elsewhere under /compute -> 400 `URL composition incorrect`; other methods and
   shapes -> 405 `URL composition or methods are incorrect`; missing or non-Basic auth -> 401 on
   every route;
-- base64-encoded user and password are accepted (spec §9.1);
-- the uploader's sequence (spec §10): list, create, info, update with overwrite, delete;
+- base64-encoded user and password are accepted (Krateo's handler decodes each part when it can);
+- the uploader's sequence (krateoplatformops/finops-database-handler-uploader): list, create, info,
+  update with overwrite, delete;
 - our deviations: a failed notebook is 422 with its stderr (Krateo: 200 with stderr); non-string
   parameters, invalid names and code that does not compile are 400 naming the problem; an unknown
   notebook run is 404.
@@ -258,7 +260,7 @@ def test_base64_encoded_credentials_are_accepted(server: DbHandler) -> None:
 
 
 def test_uploader_sequence_create_update_delete(server: DbHandler) -> None:
-    """What Krateo's uploader (and our Notebook function) does, spec §10."""
+    """What Krateo's uploader (finops-database-handler-uploader) and our Notebook function do."""
     assert ["seq"] not in call(server, "GET", "/compute/list").json()
     assert upload(server, "seq", "print('v1')\n").json() == {"result": True}
     assert ["seq"] in call(server, "GET", "/compute/list").json()

@@ -16,7 +16,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -28,6 +27,8 @@ import httpx
 import pytest
 import yaml
 from dbhandler_server import stop_process
+
+from functions.local.supervisor import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTAINERFILE = ROOT / "Containerfile"
@@ -114,12 +115,6 @@ def _function_services() -> list[dict[str, Any]]:
                     for e in c.get("env", []))]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def service_env(service: dict[str, Any], port: int, state: Path) -> dict[str, str]:
     """The container's environment: the image's ENV, then the Service's env (Secrets get placeholders)."""
     env = {"PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}", "HOME": str(state),
@@ -140,7 +135,7 @@ def test_every_declared_target_starts_as_its_service_would(tmp_path: Path) -> No
     running = []
     try:
         for svc in services:
-            port = _free_port()
+            port = free_port()
             state = tmp_path / svc["metadata"]["name"]
             state.mkdir()
             log = (state / "log.txt").open("wb")
@@ -188,7 +183,7 @@ def test_the_webhook_deployment_serves_admission_reviews_over_tls(tmp_path: Path
                     "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(tls / "tls.key"), "-out", str(tls / "tls.crt")],
                    check=True, capture_output=True, timeout=60)
     container = _webhook_deployment()["spec"]["template"]["spec"]["containers"][0]
-    port = _free_port()
+    port = free_port()
     command = [arg.replace("/tls/", f"{tls}/").replace("0.0.0.0:8443", f"127.0.0.1:{port}")
                .replace("/app/functions/main.py", str(ROOT / "functions" / "main.py")) for arg in container["command"]]
     command[0] = str(Path(sys.executable).parent / command[0])

@@ -48,7 +48,7 @@ import pytest
 import yaml
 from aicost_server import event
 from cratedb_sqlparse import ParsingException, sqlparse
-from dbhandler_server import free_port, start_function, stop_process
+from dbhandler_server import start_function, stop_process
 
 from functions import events
 from functions.clients import kube
@@ -58,12 +58,16 @@ from functions.clients.policy import EmbeddedOpa
 from functions.codecs import records
 from functions.events import CR_APPLIED, CR_DELETED
 from functions.local.crstore import CrStore
-from functions.models.aicost import AICostSettings
-from functions.models.focus import FocusSettings
-from functions.models.notebooks import NotebookSettings
-from functions.models.optimizer import OptimizerSettings
-from functions.stages import aicost_ingest, aicost_metrics, focus_ingest, notebooks, optimizer
+from functions.local.supervisor import free_port
+from functions.settings.aicost import AICostSettings
+from functions.settings.focus import FocusSettings
+from functions.settings.notebooks import NotebookSettings
+from functions.settings.optimizer import OptimizerSettings
+from functions.stages import aicost_ingest, aicost_metrics, focus_ingest, notebooks
+from functions.stages.optimizer import admission as optimizer_admission
+from functions.stages.optimizer.deps import Deps as OptimizerDeps
 from functions.storage import aicost_store
+from functions.storage.carbon_series import SqlCarbonData
 from functions.storage.snapshots import DatabaseSnapshotStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,10 +88,10 @@ def recording_dbhandler(request: Any) -> Any:
     """functions-framework target: the real dbhandler; each statement reaching its SQL protocol is logged
     after its answer: the public `/_sql` and the handler's own loopback listeners (its uploads and its
     notebooks' SQL go there, not through the request pool) all answer through `sqlapi.handle_sql`."""
-    from functions.stages.dbhandler import service
+    from functions.stages.dbhandler import router
 
     _record_sql_protocol()
-    return service.wsgi_answer(request)
+    return router.handle(request)
 
 
 _recording: list[bool] = []
@@ -429,11 +433,11 @@ def run_optimizer(stack: Stack) -> None:
     policy, db = EmbeddedOpa(ROOT / "policies"), stack.database()
     try:
         for forecast in ("cm_carbon_forecast", "cm_no_forecast"):  # the forecast, then history when there is none
-            deps = optimizer.Deps(settings=OptimizerSettings(budget_s=30.0), reader=LocalReader(stack.state), policy=policy,
-                                  carbon=optimizer.SqlCarbonData(db, forecast, "cm_carbon_history"))
-            day2 = optimizer.review(review("UPDATE", composition({"finops.krateo.io/resource-ids": VM})), deps)
+            deps = OptimizerDeps(settings=OptimizerSettings(budget_s=30.0), reader=LocalReader(stack.state), policy=policy,
+                                 carbon=SqlCarbonData(db, forecast, "cm_carbon_history"))
+            day2 = optimizer_admission.handle(review("UPDATE", composition({"finops.krateo.io/resource-ids": VM})), deps)
             assert "patch" in day2["response"], day2["response"].get("warnings")
-            day1 = optimizer.review(review("CREATE", composition({
+            day1 = optimizer_admission.handle(review("CREATE", composition({
                 "finops.krateo.io/allowed-regions": "westeurope,northeurope", "finops.krateo.io/duration": "2h",
                 "finops.krateo.io/deadline": "24h"})), deps)
             assert "patch" in day1["response"], day1["response"].get("warnings")

@@ -1,7 +1,7 @@
 """The Grafana dashboard's queries read only metrics that exist: ours (in our exposition) or OpenCost's.
 
 Cases:
-- dashboards/ai-costs.json is what functions/local/dashboards.py generates (`--check` passes);
+- dashboards/ai-costs.json is what functions/tooling/dashboards.py generates (`--check` passes);
 - every PromQL expression of every panel target and query variable is collected; each metric
   name in them is either in the exposition aicost_metrics really serves (a real embedded database
   holding AI cost events and a budget CR) or listed in EXTERNAL_METRICS (OpenCost's), and the
@@ -31,12 +31,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from functions.clients.db import Database
 from functions.clients.kube import LocalReader
 from functions.codecs import ai_pricing
-from functions.local import dashboards
-from functions.models.aicost import AICostEvent, AICostSettings
+from functions.models.aicost import AICostEvent
+from functions.settings.aicost import AICostSettings
 from functions.stages import aicost_metrics
 from functions.stages.aicost_ingest import focus_row
 from functions.storage import aicost_store
 from functions.storage.engine import Engine
+from functions.tooling import dashboards
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "dashboards" / "ai-costs.json"
@@ -113,7 +114,7 @@ def exposed_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[set[st
 
 
 def test_dashboard_json_is_generated_by_the_sdk_script() -> None:
-    assert dashboards.main(["--check", str(DASHBOARD.parent)]) == 0, "run: python -m functions.local.dashboards dashboards"
+    assert dashboards.main(["--check", str(DASHBOARD.parent)]) == 0, "run: python -m functions.tooling.dashboards dashboards"
 
 
 def test_every_metric_is_ours_and_exposed_or_a_listed_opencost_one(dashboard: dict[str, Any], exposed: set[str]) -> None:

@@ -22,8 +22,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from functions.local.demo_apis import DemoCostApi, DemoUsageApi, PrometheusTextApi
-from functions.local.focus_rows import FOCUS_COLUMNS, focus_rows, restate
+from functions.demo.demo_apis import DemoCostApi, DemoUsageApi, PrometheusTextApi
+from functions.demo.focus_rows import FOCUS_COLUMNS, focus_rows, restate
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""`<var>` tokens resolve as Krateo resolves them (spec §5.3), except that nothing loops for ever.
+"""`<var>` tokens resolve as Krateo resolves them (krateoplatformops/finops-prometheus-exporter), except that nothing loops for ever.
 
 Cases:
 - a lower/mixed-case value is used as is; an all-uppercase value names an environment variable;

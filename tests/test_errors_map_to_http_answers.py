@@ -1,6 +1,7 @@
 """One table maps errors to HTTP answers with retry meaning.
 
-Cases: InvalidInput -> 400 with every bad field; Unauthorized -> 401 + WWW-Authenticate (Basic, or
+Cases: every error class of functions.errors is in the table or answers as a listed ancestor, and no
+error stores a status; InvalidInput -> 400 with every bad field; Unauthorized -> 401 + WWW-Authenticate (Basic, or
 the Bearer challenge of the caller tokens); Conflict -> 409; TooLarge -> 413 naming the limit and its
 setting; Unavailable -> 503 + Retry-After; an unexpected exception -> 500 JSON, never a crash, whose
 body says nothing of the exception (only a correlation id) while the log has its traceback under it.
@@ -13,6 +14,7 @@ import logging
 
 import pytest
 
+from functions import errors
 from functions.errors import (
     Conflict,
     FieldError,
@@ -20,9 +22,34 @@ from functions.errors import (
     TooLarge,
     Unauthorized,
     Unavailable,
-    http_answer,
+    answer,
 )
 from functions.logs import get_logger
+
+
+def http_answer(exc: BaseException) -> tuple[dict[str, object], int, dict[str, str]]:
+    got = answer(exc)
+    return got.body, got.status, got.headers
+
+
+def test_every_error_class_answers_from_the_table() -> None:
+    kinds = [v for v in vars(errors).values() if isinstance(v, type) and issubclass(v, errors.FinopsError)]
+    assert len(kinds) >= 12
+    for kind in kinds:
+        assert any(k in errors.ANSWERS for k in kind.__mro__), kind
+        assert "status" not in kind.__init__.__code__.co_varnames, f"{kind.__name__} takes a status"
+    assert sorted({r.status for r in errors.ANSWERS.values()}) == [400, 401, 403, 404, 405, 409, 413, 422, 500, 503, 504]
+
+
+def test_a_bad_setting_is_a_deployment_error_naming_the_variable() -> None:
+    from functions.settings.collection import CollectionSettings
+
+    with pytest.raises(errors.Misconfigured) as caught:
+        CollectionSettings.from_env({"FINOPS_UPLOAD_BATCH_ROWS": "-3", "FINOPS_KUBE": "mars"})
+    body, status, _ = http_answer(caught.value)
+    assert status == 500 and "settings are invalid" in body["error"]
+    assert {e["loc"] for e in body["errors"]} == {"FINOPS_UPLOAD_BATCH_ROWS", "FINOPS_KUBE"}
+    assert "Traceback" not in json.dumps(body) and "pydantic" not in json.dumps(body)
 
 
 def test_invalid_input_lists_every_bad_field() -> None:

@@ -40,10 +40,10 @@ from pydantic import ValidationError
 
 from functions import bridge, events
 from functions.clients import kube
+from functions.demo.demo_apis import DemoCostApi
 from functions.errors import InvalidInput, field_errors
 from functions.local.broker import load_triggers
 from functions.local.crstore import CrStore
-from functions.local.demo_apis import DemoCostApi
 from functions.local.scheduler import ping_event
 from functions.local.supervisor import free_port
 from functions.models import crdgen, crs

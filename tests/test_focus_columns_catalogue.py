@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from functions.local.focus_rows import FOCUS_1_0_COLUMNS
+from functions.demo.focus_rows import FOCUS_1_0_COLUMNS
 from functions.models import focus_columns as fc
 from functions.storage import focus_columns_doc, tables
 

@@ -20,7 +20,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 
-from functions.local.focus_rows import (
+from functions.demo.focus_rows import (
     COST_COLUMNS,
     FOCUS_1_0_COLUMNS,
     FOCUS_COLUMNS,

@@ -463,11 +463,11 @@ def test_every_service_bounds_its_concurrency_and_matches_its_worker_threads(nam
 
 
 def test_the_database_handler_has_threads_beyond_its_notebooks_and_listener_slots_beyond_its_threads() -> None:
-    from functions.stages.dbhandler.sandbox import NotebookSettings
-    from functions.stages.dbhandler.settings import DbHandlerSettings
+    from functions.settings.database import DbHandlerSettings
+    from functions.settings.notebooks import NotebookRunSettings
 
     threads = int(_env(_services()["dbhandler"])["THREADS"])
-    running = NotebookSettings.model_fields["max_running"].default
+    running = NotebookRunSettings.model_fields["max_running"].default
     assert threads >= 2 * running + 4, "notebook runs (and those waiting for a slot) must leave threads for uploads"
     assert DbHandlerSettings().sql_connections >= 2 * threads, "each request may hold two listener connections"
 

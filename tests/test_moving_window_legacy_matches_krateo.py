@@ -1,9 +1,10 @@
-"""`moving_window.legacy` reproduces Krateo's `cyclic` notebook algorithm (spec §6.5) on real series.
+"""`moving_window.legacy` reproduces Krateo's `cyclic` notebook algorithm on real series
+(krateoplatformops/finops-database-handler notebook_samples/cyclic.py at 765ff73, before the microservice).
 
 Cases:
-- the spec's three worked examples, each built as a week of 15-minute samples (with jitter that
+- three worked examples of that algorithm, each built as a week of 15-minute samples (with jitter that
   cannot move a headroom across an integer), not as headroom vectors:
-  idle nights + irregular days -> 19:00 -> 7:00, -69 (the README example, wrapping over midnight);
+  idle nights + irregular days -> 19:00 -> 7:00, -69 (the example of Krateo's handler README, wrapping over midnight);
   idle nights + a flat busy day -> 7:00 -> 18:00, -20 (the longest flat run wins, not the idlest);
   a constant series -> 1:00 -> 0:00, -headroom (the open run at 23 is never compared);
 - the 12-sample window spans 3 hours of 15-minute data: hours just before a busy period lose

@@ -30,14 +30,16 @@ import json
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from dbhandler_server import DbHandler, start_dbhandler
 
-from functions.stages.dbhandler import compute, sandbox
+from functions import errors
+from functions.settings.notebooks import NotebookRunSettings
+from functions.stages.dbhandler import notebook_store, sandbox
 
 CANARY = "canary-9f3b1c"
 ADMIN_PASSWORD = "adm1n-only-secret"
@@ -150,10 +152,10 @@ def test_output_just_under_the_limit_is_answered_whole(server: DbHandler) -> Non
 
 
 def test_cpu_hog_is_stopped_at_the_cpu_limit(server: DbHandler) -> None:
-    settings = sandbox.NotebookSettings(FINOPS_NOTEBOOK_CPU_SECONDS=1, FINOPS_NOTEBOOK_TIMEOUT=20)
+    settings = NotebookRunSettings(FINOPS_NOTEBOOK_CPU_SECONDS=1, FINOPS_NOTEBOOK_TIMEOUT=20)
     creds = sandbox.DbCredentials(f"http://127.0.0.1:{server.notebook_sql_port}", "finops", "s3cret")
     result = sandbox.run("spin", "while True:\n    pass\n", creds, {}, settings)
-    answer = compute.outcome("spin", result, "", settings)
+    answer = refusal(lambda: notebook_store.outcome("spin", result, "", settings))
     assert answer.status == 422, (result, answer.body)
     assert answer.body["error"] == "notebook 'spin' used more than 1 s of CPU (FINOPS_NOTEBOOK_CPU_SECONDS)"
     assert result.seconds < 10 and not result.timed_out
@@ -263,19 +265,19 @@ def test_temp_dir_is_removed_after_a_failure(server: DbHandler) -> None:
 
 def test_database_unreachable_is_503_with_retry_after() -> None:
     result = sandbox.RunResult(sandbox.EXIT_DB_UNAVAILABLE, b"", "error while connecting to database: refused", False, 0.1)
-    answer = compute.outcome("n", result, "", sandbox.NotebookSettings())
+    answer = refusal(lambda: notebook_store.outcome("n", result, "", NotebookRunSettings()))
     assert (answer.status, answer.headers) == (503, {"Retry-After": "5"})
     assert "could not reach the database" in answer.body["error"]
 
 
 def test_a_fence_that_cannot_be_built_is_503_and_runs_nothing(server: DbHandler) -> None:
-    real = sandbox.NotebookSettings()
+    real = NotebookRunSettings()
     plan = sandbox.fence_plan(real)
-    broken = sandbox.NotebookSettings(FINOPS_NOTEBOOK_PYTHON="/nonexistent/python3")  # exec fails inside the fence
+    broken = NotebookRunSettings(FINOPS_NOTEBOOK_PYTHON="/nonexistent/python3")  # exec fails inside the fence
     creds = sandbox.DbCredentials(f"http://127.0.0.1:{server.notebook_sql_port}", "finops", "s3cret")
     result = sandbox.run("never", "print('ran')\n", creds, {}, broken, plan)
     assert result.fence_error.startswith("FileNotFoundError") and result.stdout == b""
-    answer = compute.outcome("never", result, "", broken)
+    answer = refusal(lambda: notebook_store.outcome("never", result, "", broken))
     assert answer.status == 503 and "its fence could not be built" in answer.body["error"]
     assert "FileNotFoundError" not in json.dumps(answer.body)
 
@@ -286,3 +288,10 @@ def test_runner_and_handler_agree_on_exit_codes_and_pipe_name() -> None:
     assert (notebooks_api.EXIT_DB_UNAVAILABLE, notebooks_api.EXIT_MEMORY, notebooks_api.CREDENTIALS_FD_ENV) == (
         sandbox.EXIT_DB_UNAVAILABLE, sandbox.EXIT_MEMORY, sandbox.CREDENTIALS_FD_ENV)
     assert "FINOPS_NOTEBOOK_CREDENTIALS_FD" not in os.environ
+
+
+def refusal(run: Callable[[], object]) -> errors.Answer:
+    """The answer of a run that failed: outcome() raises the error, the error table answers it."""
+    with pytest.raises(errors.FinopsError) as caught:
+        run()
+    return errors.answer(caught.value)

@@ -26,14 +26,15 @@ from functions import events
 from functions.clients import kube
 from functions.clients.policy import EmbeddedOpa
 from functions.errors import Unavailable
-from functions.models.optimizer import OptimizerSettings
-from functions.stages import optimizer as stage
+from functions.settings.optimizer import OptimizerSettings
+from functions.stages.optimizer import admission
+from functions.stages.optimizer.deps import Deps, WindowCache
 
 POLICY = EmbeddedOpa(Path(__file__).resolve().parents[1] / "policies")
 
 
-def _deps(tmp_path: Path, **kwargs: Any) -> stage.Deps:
-    return stage.Deps(settings=OptimizerSettings(budget_s=kwargs.pop("budget_s", 2.0)), reader=kube.LocalReader(tmp_path),
+def _deps(tmp_path: Path, **kwargs: Any) -> Deps:
+    return Deps(settings=OptimizerSettings(budget_s=kwargs.pop("budget_s", 2.0)), reader=kube.LocalReader(tmp_path),
                       policy=POLICY, **kwargs)
 
 
@@ -58,12 +59,12 @@ def _wait_for(what: str, check: Any, timeout: float = 10.0) -> None:
 def test_a_dry_run_announces_nothing(tmp_path: Path) -> None:
     sent: list[events.Event] = []
     deps = _deps(tmp_path, publish=sent.append)
-    answer = stage.review(_body(_vm_azure(), dry_run=True), deps)
+    answer = admission.handle(_body(_vm_azure(), dry_run=True), deps)
     assert answer["response"]["allowed"] is True and "patch" not in answer["response"]
     assert "demo/nowhere-endpoint not found" in answer["response"]["warnings"][0]
     time.sleep(0.2)
     assert sent == []
-    stage.review(_body(_vm_azure()), deps)
+    admission.handle(_body(_vm_azure()), deps)
     _wait_for("the skipped event", lambda: len(sent) == 1)
     assert sent[0].type == events.OPTIMIZATION_SKIPPED and "not found" in sent[0].data["reason"]
 
@@ -79,7 +80,7 @@ def test_events_beyond_the_backlog_are_dropped_and_admissions_do_not_wait(tmp_pa
     deps = _deps(tmp_path, publish=stuck_sink, event_slots=threading.BoundedSemaphore(3))
     started = time.monotonic()
     for _ in range(10):
-        assert stage.review(_body(_vm_azure()), deps)["response"]["allowed"] is True
+        assert admission.handle(_body(_vm_azure()), deps)["response"]["allowed"] is True
     assert time.monotonic() - started < 5
     release.set()
     _wait_for("the backlog to drain", lambda: len(sent) == 3)
@@ -88,7 +89,7 @@ def test_events_beyond_the_backlog_are_dropped_and_admissions_do_not_wait(tmp_pa
 
 
 def test_one_computation_per_window_however_many_ask() -> None:
-    cache = stage.WindowCache(ttl=60)
+    cache = WindowCache(ttl=60)
     calls: list[int] = []
     gate = threading.Event()
 
@@ -111,7 +112,7 @@ def test_one_computation_per_window_however_many_ask() -> None:
 
 
 def test_a_failed_computation_reaches_every_waiter_and_is_not_cached() -> None:
-    cache = stage.WindowCache(ttl=60)
+    cache = WindowCache(ttl=60)
     gate = threading.Event()
 
     def failing() -> list[dict[str, Any]]:
@@ -144,6 +145,6 @@ def test_a_failed_computation_reaches_every_waiter_and_is_not_cached() -> None:
 def test_no_patch_when_the_resources_are_not_all_known(tmp_path: Path, obj: dict[str, Any]) -> None:
     composition = {**_vm_azure(), **obj}
     composition["metadata"] = {"name": "c", "namespace": "demo"}
-    answer = stage.review(_body(composition), _deps(tmp_path))
+    answer = admission.handle(_body(composition), _deps(tmp_path))
     assert answer["response"]["allowed"] is True and "patch" not in answer["response"]
     assert answer["response"]["warnings"]

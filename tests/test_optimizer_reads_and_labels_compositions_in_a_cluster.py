@@ -25,8 +25,9 @@ import pytest_asyncio
 from functions.clients import kube
 from functions.clients.policy import EmbeddedOpa
 from functions.errors import InvalidInput
-from functions.models.optimizer import OptimizerSettings
-from functions.stages import optimizer as stage
+from functions.settings.optimizer import OptimizerSettings
+from functions.stages.optimizer import label, rightsizing
+from functions.stages.optimizer.deps import Deps
 
 # Krateo's versions (v1-0-0, v1api20220301) are not Kubernetes-style: kmock wants them spelled out
 VMAZURES = kmock.resource("composition.krateo.io", "v1-0-0", "vmazures")
@@ -69,14 +70,14 @@ def _labels(emulator: kmock.KubernetesEmulator, res: kmock.resource, ns: str, na
 async def test_the_ping_labels_every_listed_composition(api: tuple[kmock.KubernetesEmulator, kube.KubeObjects]) -> None:
     emulator, objects = api
     first = datetime(2026, 11, 23, 0, 0, tzinfo=UTC)
-    out = await asyncio.to_thread(stage.ping, {"compositions": KINDS}, objects, first)
+    out = await asyncio.to_thread(label.handle, {"compositions": KINDS}, objects, first)
     assert out["labelled"] == 2 and sorted(out["compositions"]) == ["vmazures/demo/c1", "vmazures/team-b/c2"]
     for ns, name in (("demo", "c1"), ("team-b", "c2")):
         assert _labels(emulator, VMAZURES, ns, name) == {"app": "x", "optimization": str(int(first.timestamp()))}
     assert "optimization" not in _labels(emulator, OTHERS, "demo", "o1")
     later = datetime(2026, 11, 24, 0, 0, tzinfo=UTC)
     only_demo = [{**KINDS[0], "namespace": "demo"}]
-    out = await asyncio.to_thread(stage.ping, {"compositions": only_demo}, objects, later)
+    out = await asyncio.to_thread(label.handle, {"compositions": only_demo}, objects, later)
     assert out["compositions"] == ["vmazures/demo/c1"]
     assert _labels(emulator, VMAZURES, "demo", "c1")["optimization"] == str(int(later.timestamp()))
     assert _labels(emulator, VMAZURES, "team-b", "c2")["optimization"] == str(int(first.timestamp()))
@@ -88,8 +89,8 @@ async def test_managed_vms_resolve_to_their_azure_ids(api: tuple[kmock.Kubernete
     managed = [{"apiVersion": "compute.azure.com/v1api20220301", "resource": "virtualmachines", "name": n, "namespace": "demo"}
                for n in ("vm1", "vm-pending", "vm-gone")]
     managed.append({"apiVersion": "network.azure.com/v1", "resource": "networkinterfaces", "name": "nic", "namespace": "demo"})
-    deps = stage.Deps(settings=OptimizerSettings(), reader=kube.LocalReader(tmp_path), policy=EmbeddedOpa(), objects=objects)
-    ids, notes = await asyncio.to_thread(stage.resource_ids, _composition("VmAzure", "demo", "c1", managed), deps)
+    deps = Deps(settings=OptimizerSettings(), reader=kube.LocalReader(tmp_path), policy=EmbeddedOpa(), objects=objects)
+    ids, notes = await asyncio.to_thread(rightsizing.resource_ids, _composition("VmAzure", "demo", "c1", managed), deps)
     assert ids == [VM1]
     assert notes == ["virtualmachines demo/vm-pending: no status.id", "virtualmachines demo/vm-gone: no status.id"]
 
@@ -98,10 +99,10 @@ async def test_managed_vms_resolve_to_their_azure_ids(api: tuple[kmock.Kubernete
                          ids=["none", "empty", "no-kinds", "no-apiVersion"])
 def test_a_malformed_ping_is_refused_naming_the_field(data: Any) -> None:
     with pytest.raises(InvalidInput) as err:
-        stage.ping(data, None, datetime.now(UTC))
+        label.handle(data, None, datetime.now(UTC))
     assert err.value.errors and err.value.errors[0].loc.startswith("data.compositions")
 
 
 def test_without_the_kubernetes_api_a_ping_has_nothing_to_label() -> None:
-    out = stage.ping({"compositions": KINDS}, None, datetime.now(UTC))
+    out = label.handle({"compositions": KINDS}, None, datetime.now(UTC))
     assert out["labelled"] == 0 and "FINOPS_KUBE=cluster" in out["message"]

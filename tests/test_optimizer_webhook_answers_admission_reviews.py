@@ -41,11 +41,12 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from dbhandler_server import AUTH, DbHandler, free_port, start_dbhandler, start_function, stop_process
+from dbhandler_server import AUTH, DbHandler, start_dbhandler, start_function, stop_process
 
 from functions import events
 from functions.algorithms import moving_window
 from functions.clients import kube
+from functions.local.supervisor import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "functions" / "main.py"

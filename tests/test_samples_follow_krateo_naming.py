@@ -1,4 +1,5 @@
-"""Samples follow Krateo's naming (spec §5.6, §13 items 19-22) and the contract's sample table.
+"""Samples follow Krateo's naming (krateoplatformops/finops-prometheus-exporter: metric names, labels,
+Tags rewrite, x_ columns) and the contract's sample table.
 
 Cases: cost -> billed_cost valued by BilledCost (any case), x_ columns kept (Krateo dropped them),
 value column kept as a label, Tags rewritten (JSON and k=v forms), `__row__` numbers the source rows;

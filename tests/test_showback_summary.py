@@ -18,8 +18,8 @@ from decimal import Decimal
 import pytest
 
 from functions.clients.db import Database, connect
-from functions.local import showback
-from functions.local.focus_rows import FOCUS_1_0_COLUMNS, focus_rows
+from functions.demo import showback
+from functions.demo.focus_rows import FOCUS_1_0_COLUMNS, focus_rows
 from functions.storage import tables
 from functions.storage.engine import Engine
 from tests.embedded_sql_server import serve

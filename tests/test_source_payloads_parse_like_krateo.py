@@ -1,4 +1,5 @@
-"""Source payloads parse like Krateo's exporter (spec §5.4-§5.6, §13 items 11-18).
+"""Source payloads parse like Krateo's exporter (krateoplatformops/finops-prometheus-exporter: its
+Content-Type dispatch, payload-to-CSV conversion per metric type and CSV reader rules).
 
 Cases: content-type dispatch (csv, json, octet-stream by path, binary/octet-stream .gz, Parquet,
 gzip by magic bytes); BOM trimmed at both ends; FOCUS CSV kept as strings (quoted commas, Tags

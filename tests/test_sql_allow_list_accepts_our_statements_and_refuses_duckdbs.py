@@ -30,9 +30,10 @@ from typing import Any
 import pytest
 import test_cratedb_mode_sql_parses_under_cratedb_grammar as flows
 import yaml
-from dbhandler_server import free_port, start_function, stop_process
+from dbhandler_server import start_function, stop_process
 
 from functions.local.crstore import CrStore
+from functions.local.supervisor import free_port
 from functions.storage import sql_policy
 from functions.storage.dialect import NOOP, SqlError, payload_view
 
@@ -46,13 +47,13 @@ _hooked: list[bool] = []
 
 def allow_list_recording_dbhandler(request: Any) -> Any:
     """functions-framework target: the real dbhandler, its engine reporting each caller statement to the log."""
-    from functions.stages.dbhandler import service
+    from functions.stages.dbhandler import router
 
     with _hook_lock:
         if not _hooked:
-            service.engine(service.current_settings()).on_statement = _record
+            router.engine(router.current_settings()).on_statement = _record
             _hooked.append(True)
-    return service.wsgi_answer(request)
+    return router.handle(request)
 
 
 _log_lock = threading.Lock()

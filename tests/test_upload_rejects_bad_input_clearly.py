@@ -162,7 +162,9 @@ def test_banner_is_cratedb_shaped(dbhandler: DbHandler) -> None:
 
 
 def test_database_down_is_503_with_retry_after(tmp_path: Any) -> None:
-    from dbhandler_server import free_port, start_dbhandler
+    from dbhandler_server import start_dbhandler
+
+    from functions.local.supervisor import free_port
 
     down = f"http://127.0.0.1:{free_port()}"
     server = start_dbhandler(tmp_path, env={"FINOPS_DB_MODE": "cratedb", "FINOPS_DB_URL": down})

@@ -1,6 +1,7 @@
-"""Carbon-aware day-1 placement: which allowed region, and when, to start a job (spec §12).
+"""Carbon-aware day-1 placement: which allowed region, and when, to start a job.
 
-The spec leaves the decision rule open; this module fixes it:
+Krateo documents day-1 placement (krateo-v2-docs, docs/20-key-concepts/30-kcf/) but ships no code or
+decision rule; this module fixes it:
 
 - a candidate is (region, start) with the region in ``allowed_regions`` (never another), ``start`` on
   the series' grid (multiples of ``step`` since the Unix epoch, hourly by default), ``start >= now``

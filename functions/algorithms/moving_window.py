@@ -1,6 +1,7 @@
-"""The moving-window optimizer: a daily low-usage window and how much a VM can shrink in it (spec §6.5).
+"""The moving-window optimizer: a daily low-usage window and how much a VM can shrink in it.
 
-Two modes with the same output contract (spec §6.4:
+Two modes with the same output contract (Krateo's moving-window microservice object, read by its policy
+and frontends:
 ``{"resourceid", "metricname", "unit", "optimization": {"from", "to", "resourceDelta"}}``):
 
 ``legacy`` reproduces Krateo's `cyclic` notebook algorithm (finops-database-handler c8b606d/765ff73)
@@ -20,7 +21,7 @@ Moving-average sums are added left to right like the notebook, so they are bit-i
 is ``math.fsum``/n where the notebook used numpy's pairwise sum (it only decides which moving
 averages feed ``usage``, which cannot change ``room`` except in a last-ulp tie).
 
-``fixed`` keeps the contract and fixes what the spec lists as defects (deliberate differences):
+``fixed`` keeps the contract and fixes the legacy algorithm's defects (deliberate differences):
 
 1. the moving-average window is one hour of samples whatever the sample interval (the interval is
    the median timestamp gap unless given): 15-minute and 5-minute data give the same answer;
@@ -94,7 +95,7 @@ class Window:
         return f"{hour:02d}:00" if self.padded else f"{hour}:00"
 
     def as_contract(self, resourceid: str, metricname: str, unit: str) -> dict[str, Any]:
-        """Krateo's output object (spec §6.4), which every frontend and the policy index as is."""
+        """Krateo's output object (the moving-window microservice's), which every frontend and the policy index as is."""
         return {"resourceid": resourceid, "metricname": metricname, "unit": unit,
                 "optimization": {"from": self._hour(self.start_hour), "to": self._hour(self.end_hour),
                                  "resourceDelta": int(self.resource_delta)}}
@@ -134,7 +135,7 @@ def _epochs(samples: Sequence[Sample]) -> tuple[list[float], list[float]]:
 
 
 def legacy_headroom(timestamps: Sequence[float], values: Sequence[float]) -> list[int]:
-    """Krateo's per-hour headroom vector ``room[0..23]`` (steps 1-4 of spec §6.5); exposed for tests."""
+    """Krateo's per-hour headroom vector ``room[0..23]`` (the notebook's moving averages, hourly usage and peak); exposed for tests."""
     ts, vals = _prepare(timestamps, values)
     n = len(vals)
     avg_all = math.fsum(vals) / n if n else 0.0
@@ -162,7 +163,7 @@ def legacy_headroom(timestamps: Sequence[float], values: Sequence[float]) -> lis
 
 
 def legacy_window_from_headroom(room: Sequence[int]) -> Window:
-    """Steps 5-7 of spec §6.5 on a 24-hour headroom vector, quirks included."""
+    """The notebook's run scan on a 24-hour headroom vector, quirks included."""
     if len(room) != HOURS:
         raise ValueError(f"room: need {HOURS} hourly values, got {len(room)}")
     best = (room[0], 0, 0)  # (first hour's room v, counted length n, start s)

@@ -2,7 +2,7 @@
 
 Both modes speak CrateDB's HTTP `/_sql`, so callers write CrateDB SQL once. Errors become ours:
 bad credentials -> Unauthorized, server down or slow -> Unavailable(retry_after=5), SQL mistakes ->
-DatabaseError (400 for the caller's SQL, 409 for duplicate keys, 500 for the server's trouble).
+StatementRejected (the caller's SQL: 400), DuplicateKey (409) or DatabaseError (the server's trouble: 500).
 
 `run_atomically` uses a protocol extension when the server's `GET /` banner says
 `"finops_embedded": true`: one `/_sql` request with `{"stmts": [{"stmt", "args"}, ...]}` that the
@@ -12,7 +12,7 @@ here. Against CrateDB (no transactions) the statements run one by one: callers m
 idempotent so a retry after a partial failure converges.
 
 Plain CrateDB mode (`plain_cratedb=True`, or `FINOPS_DB_PLAIN_CRATEDB=true` in the environment,
-functions.settings.DatabaseClientSettings): the banner is not read and `embedded` is False even
+functions.settings.database.DatabaseClientSettings): the banner is not read and `embedded` is False even
 against the embedded engine, so every caller takes its CrateDB path (statements one by one,
 `bulk_args`, no payloads by reference). With no CrateDB server at hand, that is how the SQL
 CrateDB mode sends is run and checked (tests/test_cratedb_mode_sql_parses_under_cratedb_grammar.py).
@@ -29,9 +29,9 @@ import orjson
 from crate import client as crate_client
 from crate.client import exceptions as crate_errors
 
-from functions.errors import FinopsError, Unauthorized, Unavailable
+from functions.errors import Conflict, FinopsError, InvalidInput, Unauthorized, Unavailable
 from functions.logs import get_logger
-from functions.settings import database_client_settings
+from functions.settings.database import database_client_settings
 
 log = get_logger(__name__)
 
@@ -55,10 +55,15 @@ class Result:
 
 
 class DatabaseError(FinopsError):
-    """A SQL statement failed; `status` 400 = the statement's fault, 409 = duplicate key, 500 = server."""
+    """A SQL statement failed on the server's side (answered 500, retried)."""
 
-    def __init__(self, message: str, status: int = 500) -> None:
-        super().__init__(message, status)
+
+class StatementRejected(DatabaseError, InvalidInput):
+    """The statement's own fault (syntax, unknown column or table): answered 400, final."""
+
+
+class DuplicateKey(DatabaseError, Conflict):
+    """An insert hit an existing primary key: answered 409."""
 
 
 class Database:
@@ -195,7 +200,7 @@ def map_error(exc: BaseException) -> FinopsError:
     if any(marker in message for marker in _AUTH_MARKERS):
         return Unauthorized(f"database rejected the credentials: {message}")
     if isinstance(exc, crate_errors.IntegrityError) or "DuplicateKey" in message:
-        return DatabaseError(message, 409)
+        return DuplicateKey(message)
     if any(message.startswith(p) or p in message[:120] for p in _USER_ERRORS):
-        return DatabaseError(message, 400)
-    return DatabaseError(message, 500)
+        return StatementRejected(message)
+    return DatabaseError(message)

@@ -1,4 +1,4 @@
-"""HTTP access to external data sources, configured by a Krateo endpoint Secret (spec §3, §5.3).
+"""HTTP access to external data sources, configured by a Krateo endpoint Secret (krateoplatformops/plumbing).
 
 Krateo-compatible: Secret keys, auth precedence, URL joining, header parsing, `X-Krateo-TraceId`,
 `<var>` substitution. Deliberate differences from Krateo's Go client (plumbing v0.9.4):
@@ -79,7 +79,7 @@ AuthMode = Literal["bearer", "basic", "aws"]
 
 @dataclass(frozen=True)
 class Endpoint:
-    """Where and how to call: the decoded content of an endpoint Secret (spec §3.1)."""
+    """Where and how to call: the decoded content of an endpoint Secret (plumbing's keys)."""
 
     server_url: str
     token: str | None = None
@@ -145,7 +145,7 @@ class Endpoint:
 
     @classmethod
     def in_cluster(cls, token_path: str = SA_TOKEN_PATH) -> Endpoint:
-        """No endpointRef: the API server with the pod's service-account token, TLS unverified (spec §3.1)."""
+        """No endpointRef: the API server with the pod's service-account token, TLS unverified (Krateo's default)."""
         try:
             with open(token_path, encoding="utf-8") as fh:
                 token = fh.read().strip()
@@ -186,7 +186,7 @@ class FetchResult:
 
 
 def substitute(text: str, variables: Mapping[str, str], environ: Mapping[str, str]) -> str:
-    """Replace `<name>` tokens (spec §5.3): variables[name]; an all-uppercase value names an env var.
+    """Replace `<name>` tokens (Krateo's exporter rule): variables[name]; an all-uppercase value names an env var.
 
     Each distinct token is resolved once; a token that comes back (a value containing it) is left as
     is, and at most _SUBSTITUTION_PASSES passes run, so this always terminates.
@@ -233,7 +233,7 @@ def parse_headers(lines: list[str]) -> dict[str, str]:
 
 
 def join_url(server_url: str, path: str) -> str:
-    """server-url without trailing `/` + `/` + path without leading `/` (spec §3.2)."""
+    """server-url without trailing `/` + `/` + path without leading `/` (plumbing's rule)."""
     return server_url.rstrip("/") + "/" + path.lstrip("/")
 
 

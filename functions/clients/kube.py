@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from functions.errors import FieldError, InvalidInput, Unavailable
+from functions.errors import FieldError, InvalidInput, Misconfigured, Unavailable
 from functions.models import names, paths
 from functions.models.k8s import conditions as krateo_conditions
 from functions.models.k8s import degraded_condition, now_rfc3339
@@ -373,6 +373,16 @@ def database_credentials(reader: ResourceReader, namespace: str, name: str, loc:
         raise InvalidInput(f"password Secret {sel.namespace}/{sel.name} key {sel.key!r} not found",
                            [FieldError(f"{loc}.passwordSecretRef", "not found")])
     return dbc.spec.username, data[sel.key]
+
+
+def configured_database_credentials(reader: ResourceReader, reference: str, variable: str) -> tuple[str, str]:
+    """database_credentials of the DatabaseConfig a setting names (`<namespace>/<name>`): one that is
+    missing or incomplete is the deployment's error (Misconfigured naming the variable), not the request's."""
+    namespace, _, name = reference.partition("/")
+    try:
+        return database_credentials(reader, namespace, name, variable)
+    except InvalidInput as exc:
+        raise Misconfigured(f"this function's settings are invalid: {exc}", [FieldError(variable, exc.message)]) from exc
 
 
 class KubeObjects:

@@ -21,7 +21,7 @@ from fnmatch import fnmatchcase
 
 import httpx
 
-from functions.errors import FieldError, InvalidInput
+from functions.errors import FieldError, Forbidden, InvalidInput
 
 ALLOW_SETTING = "FINOPS_OUTBOUND_ALLOW"
 LINK_LOCAL_SETTING = "FINOPS_OUTBOUND_ALLOW_LINK_LOCAL"
@@ -140,8 +140,8 @@ class OutboundPolicy:
                                [FieldError(what, "userinfo is not allowed")])
         host, port = parsed.host.lower().rstrip("."), parsed.port or _DEFAULT_PORTS[parsed.scheme]
         if self.allowed is not None and not any(p.matches(host, port) for p in self.allowed):
-            raise InvalidInput(f"{what} names host {host}:{port}, which is not in {ALLOW_SETTING}",
-                               [FieldError(what, f"host {host}:{port} not allowed ({ALLOW_SETTING})")], status=403)
+            raise Forbidden(f"{what} names host {host}:{port}, which is not in {ALLOW_SETTING}",
+                               [FieldError(what, f"host {host}:{port} not allowed ({ALLOW_SETTING})")])
         self.guard(host, port, what)
         return parsed
 
@@ -154,8 +154,8 @@ class OutboundPolicy:
         if hit is not None:
             shown = host if hit == host else f"{host} ({hit})"
             setting = LINK_LOCAL_SETTING if self.allowed is None else ALLOW_SETTING
-            raise InvalidInput(f"{what} names {shown}, a link-local or cloud metadata address; list the host exactly "
-                               f"in {setting} to allow it", [FieldError(what, f"{shown} is refused ({setting})")], status=403)
+            raise Forbidden(f"{what} names {shown}, a link-local or cloud metadata address; list the host exactly "
+                               f"in {setting} to allow it", [FieldError(what, f"{shown} is refused ({setting})")])
 
 
 def _is_ip(host: str) -> bool:

@@ -1,4 +1,5 @@
-"""The optimizer's policy decision, asked of a real OPA engine (spec §4-§5): policies/optimizer.rego.
+"""The optimizer's policy decision, asked of a real OPA engine (as Krateo's opa-chart runs
+finops-moving-window-policy-chart): policies/optimizer.rego.
 
 Python computes the proposals (rightsizing windows, carbon-aware placement); OPA decides what is
 written and applies the guardrails (listed kinds, opt-out label, clamping, minimum delta, allowed

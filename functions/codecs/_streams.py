@@ -70,7 +70,7 @@ class PeekReader(io.RawIOBase):
 
 
 class BomTrimmer(PeekReader):
-    """Drops U+FEFF (UTF-8) at the start and at the end of the stream (spec §5.4)."""
+    """Drops U+FEFF (UTF-8) at the start and at the end of the stream (Krateo's exporter trims both ends)."""
 
     def __init__(self, inner: PeekReader) -> None:
         while inner.peek(3) == BOM:

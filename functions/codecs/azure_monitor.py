@@ -1,4 +1,4 @@
-"""Azure Monitor metrics JSON -> `ResourceId,metricName,timestamp,average,unit` (spec §5.5).
+"""Azure Monitor metrics JSON -> `ResourceId,metricName,timestamp,average,unit` (Krateo's exporter's columns).
 
 One row per data point, across every page (each page is one JSON document). The resource id is
 not in the response: Krateo takes it from `additionalVariables.ResourceId`.

@@ -3,13 +3,13 @@
 `render` is what the exporter answers to a text scrape: it builds the label strings column-wise with
 pyarrow.compute (escape, `name="value"`, join) instead of one Python f-string per sample, because a
 FOCUS sample carries 45 labels. `parse` reads any endpoint's exposition with a compiled-regex line
-parser: prometheus-client's parser reads only ~3k FOCUS samples/s (PLATFORM.md).
+parser: prometheus-client's parser reads only ~3k FOCUS samples/s (45 labels each, on 2 cores).
 tests/test_exposition_parser_matches_prometheus_client.py proves both equal to prometheus-client.
 
 Parser decisions (documented differences from Krateo's Go scraper and prometheus-client):
 - every sample keeps its real value; Krateo's scraper reads only gauge values and uploads 0 for
   counter/summary/histogram samples. `_bucket`/`_sum`/`_count` are plain samples with their own name.
-- sample timestamps are validated and ignored (the scraper stamps one time per cycle, spec §7).
+- sample timestamps are validated and ignored (the scraper stamps one time per cycle, as Krateo's does).
 - sample names are kept as written. prometheus-client renames the samples of a `# TYPE x counter`
   family whose name lacks `_total` to `x_total` (its OpenMetrics munging); we do not.
 - stricter on malformed lines that prometheus-client lets through (a leading comma in the label set,

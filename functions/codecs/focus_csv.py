@@ -1,7 +1,7 @@
 """CSV payload -> all-string Arrow record batches, streamed with bounded memory.
 
 Why Arrow's streaming reader: a 1.5 GB FOCUS export must not be held in memory, and the
-exporter keeps every cell as text (Krateo labels are strings). Krateo's reader rules (spec §5.6):
+exporter keeps every cell as text (Krateo labels are strings). Krateo's reader rules (finops-prometheus-exporter):
 comma separator, header row required, quoted newlines allowed, and a row whose field count
 differs from the header's invalidates the whole payload (no partial ingest). Because batches are
 streamed, the ragged-row error is raised while iterating: callers must discard what they already

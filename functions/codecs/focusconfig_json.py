@@ -1,7 +1,7 @@
-"""Kubernetes list of FocusConfig -> the 50 FOCUS columns of spec §2.5, as one string batch.
+"""Kubernetes list of FocusConfig -> the 50 FOCUS columns of Krateo's FocusConfig, as one string batch.
 
 Why build Arrow directly: Krateo joined fields with `,` without quoting, so a comma in any value
-broke the whole cycle (spec §13 item 51). We keep Krateo's value conversions (quantities as plain
+broke the whole cycle. We keep Krateo's value conversions (quantities as plain
 decimals, times as RFC 3339 UTC, tag lists as `k=v;k2=v2`) but never go through CSV text, so
 commas, quotes and newlines survive.
 

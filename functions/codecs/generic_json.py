@@ -1,4 +1,4 @@
-"""Any JSON -> a string table: Krateo's generic fallback (spec §5.5, §13 item 18).
+"""Any JSON -> a string table: Krateo's generic fallback (finops-prometheus-exporter).
 
 Rows come from a top-level array of objects, or from the FIRST member (document order) of a
 top-level object that holds an array of objects. Krateo picked a member in Go's random map order;

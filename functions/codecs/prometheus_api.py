@@ -1,4 +1,4 @@
-"""Prometheus HTTP API query response (vector or matrix) -> a label table (spec §5.5, §13 item 17).
+"""Prometheus HTTP API query response (vector or matrix) -> a label table (as Krateo's exporter reads it).
 
 Columns: the union of label names sorted by raw name, sanitised Krateo's way, then `value` (the
 string Prometheus sent) and `timestamp` (RFC3339Nano, UTC). Anything that is not a successful,

@@ -1,6 +1,6 @@
 """Source table batches -> the sample table (contract: `__name__`, `__value__`, label columns).
 
-Krateo's naming rules (spec §5.6, §13 items 19-22), vectorised with pyarrow.compute: cost ->
+Krateo's naming rules (finops-prometheus-exporter's CSV-to-gauge step), vectorised with pyarrow.compute: cost ->
 `billed_cost` valued by BilledCost with `x_` columns dropped; resource -> lower(column 1) with
 spaces as `_`, valued by column 3; generic -> generic.metricName valued by valueColumnIndex.
 Every kept column is a label, the value column too; `Tags` columns are rewritten. The value follows

@@ -1,7 +1,7 @@
-"""An API response body -> all-string "source table" batches, dispatched like Krateo (spec §5.4-§5.5).
+"""An API response body -> all-string "source table" batches, dispatched like Krateo's exporter.
 
 Dispatch is on the lower-cased Content-Type, by substring, in Krateo's order; we add Parquet and
-gzip sniffing, and answer InvalidInput where Krateo's exporter panicked (spec §13 item 49).
+gzip sniffing, and answer InvalidInput where Krateo's exporter panicked (a nil handler for any other content type).
 CSV is streamed with bounded memory; JSON and gzip-wrapped Parquet are read whole. Every byte the
 parsers get (after gunzip) is counted against the caller's `ByteBudget` (a gzip bomb stops at the
 cap), and JSON nesting is limited (functions.codecs.json_limits) before any parser runs.

@@ -142,6 +142,9 @@ def main_source() -> str:
 
 
 def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now: the OS picks it, the caller binds it next.
+
+    The one helper for this, here and in the tests that start functions of their own."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

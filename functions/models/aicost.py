@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
@@ -33,7 +32,6 @@ from pydantic import (
 
 from functions.models.crs import _Resource
 from functions.models.k8s import CamelModel
-from functions.settings import _EnvSettings
 
 USAGE_TYPE = "io.finops.aicost.usage"
 """CloudEvent type of an incoming AI cost event (also in functions.events.AICOST_USAGE)."""
@@ -282,24 +280,6 @@ class AICostPricing(_Resource):
     PLURAL: ClassVar[str] = "aicostpricings"
     kind: Literal["AICostPricing"] = Field(default="AICostPricing", description="Kind.")
     spec: AICostPricingSpec = Field(description="Token and GPU price overrides and currency rates.")
-
-
-class AICostSettings(_EnvSettings):
-    """Settings of the aicost function (and of the metrics that read its tables)."""
-
-    table: str = Field(default="ai_costs", alias="FINOPS_AICOST_TABLE", description="Table of AI cost events (FOCUS-shaped, one row per event id).")
-    alerts_table: str = Field(default="ai_budget_alerts", alias="FINOPS_AICOST_ALERTS_TABLE", description="Table of fired budget alerts (one row per budget, threshold and period).")
-    db_url: str = Field(default="", alias="FINOPS_AICOST_DB_URL", description="CrateDB HTTP URL for AI costs; empty = the database handler's /_sql (FINOPS_DBHANDLER_URL).")
-    dbhandler_url: str = Field(default="http://dbhandler.finops.svc.cluster.local", alias="FINOPS_DBHANDLER_URL", description="Base URL of the database handler (embedded /_sql).")
-    database_config: str = Field(default="finops/finops-db", alias="FINOPS_AICOST_DATABASE_CONFIG", description="DatabaseConfig <namespace>/<name> holding the database user and password Secret.")
-    sink: str = Field(default="", alias="K_SINK", description="Where budget alerts are POSTed as CloudEvents (the Broker; set by the SinkBinding).")
-    max_batch: int = Field(default=20_000, ge=1, alias="FINOPS_AICOST_MAX_BATCH", description="Most events accepted in one batched request.")
-    state_dir: Path = Field(default=Path(".state"), alias="FINOPS_STATE_DIR", description="Local state directory (CR store).")
-    kube: Literal["local", "cluster"] = Field(default="local", alias="FINOPS_KUBE", description="Where CRs and Secrets are read.")
-    source_service: str = Field(default="", alias="K_SERVICE", description="Knative service name (event source attribute).")
-
-    def sql_url(self) -> str:
-        return self.db_url or self.dbhandler_url
 
 
 AICOST_KINDS: dict[str, type[_Resource]] = {m.KIND: m for m in (AICostBudget, AICostPricing)}

@@ -1,4 +1,4 @@
-"""FocusConfig (`finops.krateo.io/v1`): one hand-written FOCUS row per CR (spec §2.5).
+"""FocusConfig (`finops.krateo.io/v1`): one hand-written FOCUS row per CR (Krateo's finops-data-types).
 
 FOCUS_FIELDS lists the 50 fields (Krateo's JSON names and Go order, including the misspelled
 `commitmentDiscoutId`). It equals functions.codecs.focusconfig_json.FOCUS_FIELDS, which models may
@@ -20,7 +20,6 @@ from pydantic import BeforeValidator, Field, WithJsonSchema, create_model, field
 
 from functions.models.crs import ConditionedStatus, ScraperConfigSpec, _Resource
 from functions.models.k8s import CamelModel
-from functions.settings import _EnvSettings
 
 S, Q, T, L = "string", "quantity", "time", "tags"
 
@@ -71,7 +70,7 @@ REQUIRED: frozenset[str] = frozenset({
     "chargeDescription", "chargePeriodEnd", "chargePeriodStart", "consumedQuantity", "consumedUnit",
     "invoiceIssuerName", "serviceCategory",
 })
-"""Required FOCUS fields of Krateo's CRD (spec §2.5, column Req)."""
+"""Required FOCUS fields of Krateo's FocusConfig CRD (finops-data-types)."""
 
 WORDS: dict[str, tuple[str, ...]] = {
     "capacityReservationStatus": ("Used", "Unused"),
@@ -250,14 +249,3 @@ class FocusConfig(_Resource):
 
 
 FOCUS_KINDS: dict[str, type[_Resource]] = {FocusConfig.KIND: FocusConfig}
-
-
-class FocusSettings(_EnvSettings):
-    """Settings of the focus ingest function."""
-
-    db_url: str = Field(default="", alias="FINOPS_FOCUS_DB_URL", description="CrateDB HTTP URL the rows are written to; empty = the database handler's /_sql (embedded engine, FINOPS_DBHANDLER_URL).")
-    dbhandler_url: str = Field(default="http://dbhandler.finops.svc.cluster.local", alias="FINOPS_DBHANDLER_URL", description="Base URL of the database handler.")
-
-    @property
-    def sql_url(self) -> str:
-        return self.db_url or self.dbhandler_url

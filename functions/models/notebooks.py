@@ -1,4 +1,4 @@
-"""Notebook (`finops.krateo.io/v1`, spec §2.6): Python code stored in the database handler.
+"""Notebook (`finops.krateo.io/v1`, Krateo's finops-database-handler-uploader CRD): Python code stored in the database handler.
 
 `spec.type` is `inline` (the code is `spec.inline`) or `api` (the code is the body of `spec.api`,
 called through its endpoint Secret), any case, as Krateo's pattern allows. The notebook's name in
@@ -17,7 +17,6 @@ from pydantic import Field, WithJsonSchema, field_validator, model_validator
 from functions.errors import FinopsError
 from functions.models.crs import API, ConditionedStatus, _Resource
 from functions.models.k8s import CamelModel
-from functions.settings import _EnvSettings
 
 NotebookType = Annotated[
     Literal["inline", "api"],
@@ -58,19 +57,11 @@ class Notebook(_Resource):
 NOTEBOOK_KINDS: dict[str, type[_Resource]] = {Notebook.KIND: Notebook}
 
 
-class NotebookSettings(_EnvSettings):
-    """Settings of the notebooks function (Krateo's uploader used an endpoint Secret; we use the DatabaseConfig)."""
-
-    dbhandler_url: str = Field(default="http://dbhandler.finops.svc.cluster.local", alias="FINOPS_DBHANDLER_URL", description="Base URL of the database handler (/compute).")
-    database_config: str = Field(default="finops/finops-db", alias="FINOPS_NOTEBOOKS_DATABASE_CONFIG", description="DatabaseConfig <namespace>/<name> whose user and password authenticate the /compute calls.")
-    max_code_bytes: int = Field(default=4 * 1024 * 1024, ge=1, alias="FINOPS_NOTEBOOKS_MAX_CODE_BYTES", description="Largest notebook source accepted from spec.inline or spec.api.")
-
-
 # ---- status conditions (shared by the CR-driven functions) -------------------------------------
 
 
 def conditions(ok: bool, reason: str, message: str, now: datetime | None = None) -> list[dict[str, str]]:
-    """Krateo-style Ready and Synced conditions (spec §2.1) for one reconcile's outcome."""
+    """Krateo-style Ready and Synced conditions (provider-runtime's ConditionedStatus) for one reconcile's outcome."""
     stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
     status = "True" if ok else "False"
     ready_reason = "Available" if ok else "Unavailable"
@@ -81,10 +72,10 @@ def conditions(ok: bool, reason: str, message: str, now: datetime | None = None)
 
 
 class ReconcileFailed(FinopsError):
-    """A failure that also carries the CR status the bridge should write (same status code and headers)."""
+    """A failure that also carries the CR status the bridge should write (answered as its cause)."""
 
     def __init__(self, cause: FinopsError, ref: str) -> None:
-        super().__init__(cause.message, cause.status, list(cause.errors))
+        super().__init__(cause.message, list(cause.errors), cause.details)
         self.cause = cause
         detail = "; ".join(f"{e.loc}: {e.msg}" for e in cause.errors)
         self.conditions = conditions(False, "ReconcileError", f"{cause.message}{' (' + detail + ')' if detail else ''}")
@@ -93,5 +84,5 @@ class ReconcileFailed(FinopsError):
     def body(self) -> dict[str, Any]:
         return super().body() | {"resource": self.ref, "status": {"conditions": self.conditions}}
 
-    def headers(self) -> dict[str, str]:
-        return self.cause.headers()
+    def answer_as(self) -> FinopsError:
+        return self.cause

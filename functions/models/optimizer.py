@@ -5,7 +5,7 @@ always `allowed: true` (a mutating webhook that only advises never blocks an adm
 along only when the policy decided to write one. Krateo answers `{}` for objects it does not handle,
 which the API server logs as "webhook response was absent"; here every request gets a proper answer.
 
-Where a composition says what it wants (documented in the README, "Optimization"):
+Where a composition says what it wants (documented in docs/optimization.md):
 - day-2 (UPDATE, and the periodic ping): the resources to right-size are the composition's annotation
   `finops.krateo.io/resource-ids` (ids separated by commas or whitespace) or, as in Krateo, the
   `status.id` of every `status.managed[]` entry with `resource: virtualmachines`; usage comes from the
@@ -25,14 +25,12 @@ from __future__ import annotations
 import base64
 import re
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from functions.models.durations import parse_go_duration
-from functions.settings import _EnvSettings
 
 ANNOTATION_PREFIX = "finops.krateo.io/"
 RESOURCE_IDS = ANNOTATION_PREFIX + "resource-ids"
@@ -43,29 +41,6 @@ PLACEMENT_REGION = ANNOTATION_PREFIX + "placement-region"
 PLACEMENT_START = ANNOTATION_PREFIX + "placement-start"
 PLACEMENT_MESSAGE = ANNOTATION_PREFIX + "placement-message"
 OPTIMIZATION_LABEL = "optimization"  # Krateo's label trick: a new value forces an UPDATE admission
-
-
-class OptimizerSettings(_EnvSettings):
-    """Settings of the optimizer function (admission webhook, GET /optimize, periodic day-2)."""
-
-    state_dir: Path = Field(default=Path(".state"), alias="FINOPS_STATE_DIR", description="Local state directory (CR store and Secrets when FINOPS_KUBE=local).")
-    kube: Literal["local", "cluster"] = Field(default="local", alias="FINOPS_KUBE", description="Where Secrets and managed resources are read: the local store or the Kubernetes API.")
-    admission: bool = Field(default=True, alias="FINOPS_OPTIMIZER_ADMISSION", description="Answer AdmissionReviews (the webhook Deployment); false on the scale-to-zero Service, which serves only GET /optimize and the ping.")
-    mode: Literal["legacy", "fixed"] = Field(default="fixed", alias="FINOPS_OPTIMIZER_MODE", description="Moving window: `legacy` reproduces Krateo's output exactly, `fixed` corrects its documented quirks.")
-    budget_s: float = Field(default=3.0, alias="FINOPS_OPTIMIZER_BUDGET_S", gt=0, description="Seconds an admission may spend before it is answered allowed without a patch (keep it under the webhook's timeoutSeconds).")
-    cache_ttl_s: float = Field(default=900.0, alias="FINOPS_OPTIMIZER_CACHE_TTL_S", ge=0, description="Seconds a computed window (per handler, table, resource, mode) is reused: Krateo recomputes on every UPDATE.")
-    usage_notebook: str = Field(default="cyclic", alias="FINOPS_OPTIMIZER_USAGE_NOTEBOOK", description="Notebook of the database handler that returns a resource's usage series (Krateo's `cyclic`).")
-    dbhandler_url: str = Field(default="", alias="FINOPS_DBHANDLER_URL", description="Database handler used when the composition's `<db-config>-endpoint` Secret has no server-url.")
-    outbound_allow: str = Field(default="", alias="FINOPS_OUTBOUND_ALLOW", description="host[:port] patterns (comma separated, `*` wildcards) that the `dbhandler_url` of GET /optimize may name; the host:port of FINOPS_DBHANDLER_URL is always allowed (127.0.0.1:<port> on the local stack). Empty = `*.svc,*.svc.cluster.local` (the cluster's Services). Other URLs answer 403; link-local and cloud metadata addresses only when listed exactly.")
-    carbon_db_url: str = Field(default="", alias="FINOPS_CARBON_DB_URL", description="SQL endpoint (CrateDB, or the handler's embedded /_sql) holding the carbon tables; empty = no carbon data (day-1 falls back to a safe default).")
-    carbon_db_user: str = Field(default="", alias="FINOPS_CARBON_DB_USER", description="Database user for the carbon tables.")
-    carbon_db_password: str = Field(default="", alias="FINOPS_CARBON_DB_PASSWORD", description="Database password for the carbon tables (from a Secret).")
-    carbon_forecast_table: str = Field(default="carbon_forecast", alias="FINOPS_CARBON_FORECAST_TABLE", description="Forecast carbon intensity (region, timestamp, intensity), written by the forecasting pipeline.")
-    carbon_history_table: str = Field(default="carbon_intensity", alias="FINOPS_CARBON_HISTORY_TABLE", description="Measured carbon intensity (region, timestamp, intensity); used (seasonal naive) when no fresh forecast exists.")
-    opa_url: str = Field(default="", alias="FINOPS_OPA_URL", description="OPA server (Data API) that decides; empty = the embedded OPA engine on the policies below.")
-    policy_dir: str = Field(default="", alias="FINOPS_POLICY_DIR", description="Folder of Rego policies and data.json for the embedded engine; empty = policies/ of the checkout, else /app/policies (the image).")
-    sink: str = Field(default="", alias="K_SINK", description="Where io.finops.optimization.* events go (SinkBinding); empty = logs only.")
-    source_service: str = Field(default="", alias="K_SERVICE", description="Knative service name (event source attribute).")
 
 
 class _Wire(BaseModel):
@@ -172,7 +147,7 @@ def split_ids(text: str) -> list[str]:
 
 
 class UsageSource(BaseModel):
-    """Where a composition's usage series live: its database handler endpoint Secret and table (Krateo §5.3)."""
+    """Where a composition's usage series live: its database handler endpoint Secret and table (as Krateo's moving-window policy reads them)."""
 
     secret_namespace: str
     secret_name: str

@@ -17,7 +17,7 @@ MODEL_REGISTRIES: tuple[str, ...] = ("functions.models.crs:COLLECTION_KINDS", "f
                                    "functions.models.focus:FOCUS_KINDS", "functions.models.notebooks:NOTEBOOK_KINDS",)
 
 _SHORT_NAMES: dict[str, tuple[str, ...]] = {"DatabaseConfig": ("dbconf",)}
-"""Krateo's short names (spec §2.4); a model may also declare a SHORT_NAMES ClassVar."""
+"""Krateo's short names (its DatabaseConfig CRD declares `dbconf`); a model may also declare a SHORT_NAMES ClassVar."""
 
 
 @dataclass(frozen=True)

@@ -43,10 +43,14 @@ from functions.clients import kube
 from functions.clients.db import Database
 from functions.clients.kube import ResourceReader
 from functions.codecs import ai_pricing, json_limits
-from functions.errors import FieldError, InvalidInput, Unavailable, field_errors
+from functions.errors import FieldError, InvalidInput, Unprocessable, field_errors
 from functions.logs import get_logger
-from functions.models.aicost import SERVICE_CATEGORY, AICostBudget, AICostEvent, AICostPricing, AICostSettings
+from functions.models.aicost import SERVICE_CATEGORY, AICostBudget, AICostEvent, AICostPricing
+from functions.settings.aicost import AICostSettings
 from functions.storage import aicost_store
+
+__all__ = ["database", "decode", "focus_row", "handle", "sink_publisher"]
+"""This stage's public names (a test guards them): its handle() and what main and the tools call beside it."""
 
 log = get_logger("aicost")
 BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
@@ -54,7 +58,7 @@ Publish = Callable[[events.Event], None]
 
 
 @dataclass
-class Outcome:
+class IngestReport:
     """What one request did: the answer body, its status, and the alerts it fired."""
 
     accepted: int = 0
@@ -65,8 +69,9 @@ class Outcome:
     duplicates: int = 0
 
     @property
-    def status(self) -> int:
-        return 400 if self.errors and not self.accepted else 200
+    def refused(self) -> bool:
+        """Nothing in the request was acceptable."""
+        return bool(self.errors) and not self.accepted
 
     def body(self) -> dict[str, Any]:
         return {"accepted": self.accepted, "duplicates": self.duplicates, "rejected": len(self.errors),
@@ -76,13 +81,13 @@ class Outcome:
     def raise_if_nothing_stored(self) -> None:
         """Every valid event conflicts with a stored one: a 422 naming each (nothing was accepted)."""
         if self.conflicts and not self.accepted:
-            raise InvalidInput("conflict: no AI cost event stored, every valid event's id is already stored with "
+            raise Unprocessable("conflict: no AI cost event stored, every valid event's id is already stored with "
                                "other content", [FieldError(_loc(c["index"], c["loc"], self.batch), c["msg"])
-                                                 for c in [*self.conflicts, *self.errors]], status=422)
+                                                 for c in [*self.conflicts, *self.errors]])
 
     def raise_if_refused(self) -> None:
         """Nothing acceptable: a 400 listing every bad field of every event."""
-        if self.status == 400:
+        if self.refused:
             raise InvalidInput("no acceptable AI cost event in the request",
                                [FieldError(_loc(e["index"], e["loc"], self.batch), e["msg"]) for e in self.errors])
 
@@ -124,11 +129,11 @@ def _not_an_object(item: Any) -> events.Event:
 
 def handle(items: Sequence[events.Event | InvalidInput], db: Database, reader: ResourceReader,
            settings: AICostSettings, publish: Publish | None, *, batch: bool = True,
-           now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Outcome:
+           now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> IngestReport:
     """Validate, price and store every event once; evaluate budgets; fire alerts (see module doc)."""
     if len(items) > settings.max_batch:
         raise InvalidInput("batch too large", [FieldError("body", f"{len(items)} events; at most {settings.max_batch} per request")])
-    outcome = Outcome(batch=batch)
+    outcome = IngestReport(batch=batch)
     table = ai_pricing.price_table(_crs(reader, AICostPricing))
     ingested = now()
     rows: list[list[Any]] = []
@@ -177,7 +182,7 @@ def _with_hash(row: list[Any], digest: str) -> list[Any]:
 
 
 def _sort_out(good: Sequence[tuple[int, AICostEvent, str]], before: Mapping[str, str | None],
-              stored: Mapping[str, str | None], outcome: Outcome) -> list[AICostEvent]:
+              stored: Mapping[str, str | None], outcome: IngestReport) -> list[AICostEvent]:
     """Stored, duplicate or conflict, per event, from what the table holds after the insert (whichever
     request or instance won an id, the stored content decides) and before it (a duplicate)."""
     kept: list[AICostEvent] = []
@@ -198,7 +203,7 @@ def _sort_out(good: Sequence[tuple[int, AICostEvent, str]], before: Mapping[str,
 
 
 def _parse(index: int, item: events.Event | InvalidInput, table: ai_pricing.PriceTable, ingested: datetime,
-           outcome: Outcome) -> tuple[AICostEvent, list[Any]] | None:
+           outcome: IngestReport) -> tuple[AICostEvent, list[Any]] | None:
     """One event as (model, row), or None after recording every reason it was refused."""
     event_id = None if isinstance(item, InvalidInput) else item.id
     try:
@@ -339,11 +344,8 @@ def _iso(t: datetime) -> str:
 
 def database(settings: AICostSettings, reader: ResourceReader, cache: dict[tuple[str, str, str], Database]) -> Database:
     """The database client, credentials from the DatabaseConfig (re-read per request, as the scraper does)."""
-    namespace, _, name = settings.database_config.partition("/")
-    try:  # a deployment setting, not the event's fault: retried (503) rather than dropped
-        user, password = kube.database_credentials(reader, namespace, name, "FINOPS_AICOST_DATABASE_CONFIG")
-    except InvalidInput as exc:
-        raise Unavailable(f"{exc} (FINOPS_AICOST_DATABASE_CONFIG)") from exc
+    # a deployment setting, not the event's fault: a deployment error (500, redelivered), never dropped
+    user, password = kube.configured_database_credentials(reader, settings.database_config, "FINOPS_AICOST_DATABASE_CONFIG")
     key = (settings.sql_url(), user, password)
     if key not in cache:
         cache[key] = Database(*key)

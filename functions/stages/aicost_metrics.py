@@ -45,8 +45,12 @@ from pydantic import ValidationError
 from functions.clients.db import Database
 from functions.clients.kube import ResourceReader
 from functions.logs import get_logger
-from functions.models.aicost import AICostBudget, AICostSettings, period_bounds
+from functions.models.aicost import AICostBudget, period_bounds
+from functions.settings.aicost import AICostSettings
 from functions.storage import aicost_store, ledger
+
+__all__ = ["BURN_METRIC", "COST_METRIC", "EVENTS_METRIC", "handle"]
+"""This stage's public names (a test guards them): its handle() and what main and the tools call beside it."""
 
 log = get_logger("aicost.metrics")
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4

@@ -41,8 +41,11 @@ from functions.logs import get_logger
 from functions.models.crs import ExporterConfigSpec, ExporterScraperConfig, ExporterScraperConfigSpec
 from functions.models.k8s import now_rfc3339, rejected_summary
 from functions.models.refs import ConfigRef
-from functions.settings import CollectionSettings, collection_settings
+from functions.settings.collection import CollectionSettings, collection_settings
 from functions.storage.snapshots import SnapshotStore
+
+__all__ = ["handle", "load_config", "serve"]
+"""This stage's public names (a test guards them): its handle() and what main and the tools call beside it."""
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 EXPOSITION = "text/plain; version=0.0.4; charset=utf-8"

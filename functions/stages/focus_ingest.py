@@ -36,11 +36,16 @@ from functions.errors import FieldError, FinopsError, InvalidInput, Unauthorized
 from functions.events import CR_APPLIED, CR_DELETED
 from functions.logs import get_logger
 from functions.models.crs import ScraperConfigSpec
-from functions.models.focus import FocusConfig, FocusSettings
+from functions.models.focus import FocusConfig
 from functions.models.k8s import ObjectRef
 from functions.models.notebooks import ReconcileFailed, conditions
 from functions.models.refs import ConfigRef
+from functions.settings.focus import FocusSettings
 from functions.storage import ledger, tables
+from functions.storage.dialect import quote_ident
+
+__all__ = ["handle", "row"]
+"""This stage's public names (a test guards them): its handle() and what main and the tools call beside it."""
 
 log = get_logger("focus_ingest")
 
@@ -49,7 +54,7 @@ STAGING_SUFFIX = "__finops_staging"
 
 
 @dataclass(frozen=True)
-class Outcome:
+class FocusReconciled:
     """What one event did: stored, deleted or skipped (nothing to do), and where."""
 
     action: str
@@ -68,7 +73,7 @@ class Outcome:
 
 
 def handle(event_type: str, subject: str | None, data: Any, reader: ResourceReader,
-           settings: FocusSettings, databases: Databases) -> Outcome:
+           settings: FocusSettings, databases: Databases) -> FocusReconciled:
     """One CR event; every FinopsError comes back as ReconcileFailed carrying the CR's conditions."""
     ref = _ref(subject, data)
     try:
@@ -98,12 +103,12 @@ def _uid(cr: Any) -> str:
     return uid
 
 
-def _applied(ref: ConfigRef, data: Any, reader: ResourceReader, settings: FocusSettings, databases: Databases) -> Outcome:
+def _applied(ref: ConfigRef, data: Any, reader: ResourceReader, settings: FocusSettings, databases: Databases) -> FocusReconciled:
     uid = _uid(data)
     source = f"{FocusConfig.KIND}/{uid}"
     current = reader.get(ref.kind, ref.namespace, ref.name)
     if current is None or _uid(current) != uid:
-        return Outcome("skipped", str(ref), source, message="the CR is gone or was re-created: its own events handle it")
+        return FocusReconciled("skipped", str(ref), source, message="the CR is gone or was re-created: its own events handle it")
     try:
         cfg = FocusConfig.model_validate(current)
     except ValidationError as exc:
@@ -112,28 +117,28 @@ def _applied(ref: ConfigRef, data: Any, reader: ResourceReader, settings: FocusS
         raise error from exc
     sc = cfg.spec.scraper_config
     if sc is None:
-        return Outcome("skipped", str(ref), source, message="spec.scraperConfig is empty: no table to write to")
+        return FocusReconciled("skipped", str(ref), source, message="spec.scraperConfig is empty: no table to write to")
     table = tables.valid_table_name(sc.table_name)
     db = _database(reader, sc.scraper_database_config_ref, settings, databases)
     columns, values = row(cfg, source)
     db.execute(tables.table_ddl(table, "cost"))
     stmts = _delete_everywhere(db, source)
     marks = ", ".join("?" for _ in columns)
-    names = ", ".join(tables.quote_ident(c) for c in columns)
-    stmts.append((f"INSERT INTO {tables.quote_ident(table)} ({names}) VALUES ({marks})", values))
-    stmts.append((f"REFRESH TABLE {tables.quote_ident(table)}", None))
+    names = ", ".join(quote_ident(c) for c in columns)
+    stmts.append((f"INSERT INTO {quote_ident(table)} ({names}) VALUES ({marks})", values))
+    stmts.append((f"REFRESH TABLE {quote_ident(table)}", None))
     db.run_atomically(stmts)
     _account(db, table, source, _run(current), dict(zip(columns, values, strict=True)))
     log.info("focus row stored", extra={"resource": str(ref), "source": source, "table": table})
-    return Outcome("stored", str(ref), source, table, 1, f"stored in table {table}")
+    return FocusReconciled("stored", str(ref), source, table, 1, f"stored in table {table}")
 
 
-def _deleted(ref: ConfigRef, data: Any, reader: ResourceReader, settings: FocusSettings, databases: Databases) -> Outcome:
+def _deleted(ref: ConfigRef, data: Any, reader: ResourceReader, settings: FocusSettings, databases: Databases) -> FocusReconciled:
     uid = _uid(data)
     source = f"{FocusConfig.KIND}/{uid}"
     raw = ((data.get("spec") or {}).get("scraperConfig") if isinstance(data, dict) else None)
     if not raw:
-        return Outcome("skipped", str(ref), source, message="spec.scraperConfig was empty: no row was stored")
+        return FocusReconciled("skipped", str(ref), source, message="spec.scraperConfig was empty: no row was stored")
     try:
         sc = ScraperConfigSpec.model_validate(raw)
     except ValidationError as exc:
@@ -142,7 +147,7 @@ def _deleted(ref: ConfigRef, data: Any, reader: ResourceReader, settings: FocusS
     stmts = _delete_everywhere(db, source)
     db.run_atomically(stmts)
     log.info("focus row deleted", extra={"resource": str(ref), "source": source, "tables": len(stmts)})
-    return Outcome("deleted", str(ref), source, sc.table_name.lower(), 0, "the CR's rows were deleted")
+    return FocusReconciled("deleted", str(ref), source, sc.table_name.lower(), 0, "the CR's rows were deleted")
 
 
 def row(cfg: FocusConfig, source: str, now: datetime | None = None) -> tuple[list[str], list[Any]]:
@@ -226,7 +231,7 @@ def _delete_everywhere(db: Database, source: str) -> list[tuple[str, list[Any] |
     )
     keep = (ledger.LEDGER_TABLE, ledger.REJECTS_TABLE)  # the accounting of past versions is history, not rows
     names = [str(r[0]) for r in found.rows if not str(r[0]).endswith(STAGING_SUFFIX) and str(r[0]) not in keep]
-    return [(f"DELETE FROM {tables.quote_ident(n)} WHERE finops_source = ?", [source]) for n in names]
+    return [(f"DELETE FROM {quote_ident(n)} WHERE finops_source = ?", [source]) for n in names]
 
 
 def _database(reader: ResourceReader, ref: ObjectRef, settings: FocusSettings, databases: Databases) -> Database:

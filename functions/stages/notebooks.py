@@ -1,4 +1,5 @@
-"""Notebooks: a Notebook CR change becomes the database handler's stored notebook (Krateo's uploader, spec §10).
+"""Notebooks: a Notebook CR change becomes the database handler's stored notebook (Krateo's
+finops-database-handler-uploader).
 
 Trigger:     `io.finops.cr.applied` / `io.finops.cr.deleted` with extension kind=Notebook, data = the CR.
 Input:       the CR (re-read on apply: a late event uploads the newest code; one for a CR that is gone
@@ -29,15 +30,19 @@ from functions.clients.kube import ResourceReader
 from functions.errors import FieldError, FinopsError, InvalidInput, Unavailable, field_errors
 from functions.events import CR_APPLIED, CR_DELETED
 from functions.logs import get_logger
-from functions.models.notebooks import Notebook, NotebookSettings, ReconcileFailed, conditions
+from functions.models.notebooks import Notebook, ReconcileFailed, conditions
 from functions.models.refs import ConfigRef
+from functions.settings.notebooks import NotebookSettings
+
+__all__ = ["handle"]
+"""This stage's public names (a test guards them): its handle() and what main and the tools call beside it."""
 
 log = get_logger("notebooks")
 JSON = "application/json"
 
 
 @dataclass(frozen=True)
-class Outcome:
+class NotebookReconciled:
     """created, updated, unchanged, deleted, kept or skipped; for which notebook name."""
 
     action: str
@@ -53,7 +58,7 @@ class Outcome:
         return out
 
 
-def handle(event_type: str, subject: str | None, data: Any, reader: ResourceReader, settings: NotebookSettings) -> Outcome:
+def handle(event_type: str, subject: str | None, data: Any, reader: ResourceReader, settings: NotebookSettings) -> NotebookReconciled:
     """One CR event; every FinopsError comes back as ReconcileFailed carrying the CR's conditions."""
     ref = ConfigRef.from_event(subject, data)
     try:
@@ -70,10 +75,10 @@ def handle(event_type: str, subject: str | None, data: Any, reader: ResourceRead
         raise ReconcileFailed(exc, str(ref)) from exc
 
 
-def _applied(ref: ConfigRef, reader: ResourceReader, settings: NotebookSettings) -> Outcome:
+def _applied(ref: ConfigRef, reader: ResourceReader, settings: NotebookSettings) -> NotebookReconciled:
     current = reader.get(ref.kind, ref.namespace, ref.name)
     if current is None:
-        return Outcome("skipped", str(ref), ref.name, "the CR is gone: its delete event handles it")
+        return NotebookReconciled("skipped", str(ref), ref.name, "the CR is gone: its delete event handles it")
     try:
         nb = Notebook.model_validate(current)
     except ValidationError as exc:
@@ -82,7 +87,7 @@ def _applied(ref: ConfigRef, reader: ResourceReader, settings: NotebookSettings)
     return sync(Handler.from_settings(reader, settings), str(ref), nb.metadata.name, code)
 
 
-def _deleted(ref: ConfigRef, reader: ResourceReader, settings: NotebookSettings) -> Outcome:
+def _deleted(ref: ConfigRef, reader: ResourceReader, settings: NotebookSettings) -> NotebookReconciled:
     handler = Handler.from_settings(reader, settings)
     for other in reader.list(Notebook.KIND):
         meta = other.get("metadata") or {}
@@ -91,24 +96,24 @@ def _deleted(ref: ConfigRef, reader: ResourceReader, settings: NotebookSettings)
             nb = Notebook.model_validate(other)
             code = resolve_code(nb, reader, settings.max_code_bytes)
             sync(handler, str(survivor), ref.name, code)
-            return Outcome("kept", str(ref), ref.name, f"{survivor} has the same name: its code stays stored")
+            return NotebookReconciled("kept", str(ref), ref.name, f"{survivor} has the same name: its code stays stored")
     handler.delete(ref.name)
     log.info("notebook deleted", extra={"resource": str(ref), "notebook": ref.name})
-    return Outcome("deleted", str(ref), ref.name, "deleted from the database handler")
+    return NotebookReconciled("deleted", str(ref), ref.name, "deleted from the database handler")
 
 
-def sync(handler: Handler, resource: str, name: str, code: str) -> Outcome:
+def sync(handler: Handler, resource: str, name: str, code: str) -> NotebookReconciled:
     """Make the handler's notebook `name` hold `code` (Krateo's observe/create/update)."""
     if name not in handler.names():
         handler.upload(name, code, overwrite=False)
         if handler.code(name) == code:
             log.info("notebook created", extra={"resource": resource, "notebook": name})
-            return Outcome("created", resource, name, "uploaded to the database handler")
+            return NotebookReconciled("created", resource, name, "uploaded to the database handler")
     elif handler.code(name) == code:
-        return Outcome("unchanged", resource, name, "the stored code is current")
+        return NotebookReconciled("unchanged", resource, name, "the stored code is current")
     handler.upload(name, code, overwrite=True)
     log.info("notebook updated", extra={"resource": resource, "notebook": name})
-    return Outcome("updated", resource, name, "overwritten in the database handler")
+    return NotebookReconciled("updated", resource, name, "overwritten in the database handler")
 
 
 def resolve_code(nb: Notebook, reader: ResourceReader, max_bytes: int) -> str:
@@ -154,8 +159,8 @@ class Handler:
 
     @classmethod
     def from_settings(cls, reader: ResourceReader, settings: NotebookSettings) -> Handler:
-        namespace, _, name = settings.database_config.partition("/")
-        user, password = kube.database_credentials(reader, namespace, name, "FINOPS_NOTEBOOKS_DATABASE_CONFIG")
+        user, password = kube.configured_database_credentials(reader, settings.database_config,
+                                                              "FINOPS_NOTEBOOKS_DATABASE_CONFIG")
         ep = endpoint_client.Endpoint(server_url=settings.dbhandler_url, username=user, password=password)
         return cls(settings.dbhandler_url.rstrip("/"), ep, settings.database_config)
 

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import ValidationError
 
-from functions.clients import callers, kube, pipeline
+from functions.clients import callers, kube, peers
 from functions.clients import endpoint as endpoint_client
 from functions.clients.kube import ResourceReader
 from functions.codecs import exposition, focus_conformance, records
@@ -36,7 +36,10 @@ from functions.logs import get_logger
 from functions.models.crs import API, ExporterScraperConfig, Generic, ScraperConfig
 from functions.models.k8s import ObjectRef, now_rfc3339, rejected_summary
 from functions.models.refs import ConfigRef
-from functions.settings import CollectionSettings
+from functions.settings.collection import CollectionSettings
+
+__all__ = ["handle", "load_plan"]
+"""This stage's public names (a test guards them): its handle() and what main and the tools call beside it."""
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 ACCEPT = f"{ARROW_STREAM}, text/plain;version=0.0.4;q=0.5, */*;q=0.1"
@@ -172,18 +175,18 @@ def load_plan(ref: ConfigRef, reader: ResourceReader) -> ScrapePlan | None:
     return ScrapePlan(str(ref), ref.namespace, sc.table_name, sc.metric_type, sc.generic, sc.scraper_database_config_ref, api)
 
 
-def _upload_target(reader: ResourceReader, plan: ScrapePlan, settings: CollectionSettings) -> pipeline.UploadTarget:
+def _upload_target(reader: ResourceReader, plan: ScrapePlan, settings: CollectionSettings) -> peers.UploadTarget:
     """DatabaseConfig + Secret are re-read every cycle, as Krateo does."""
     ref = plan.database
     user, password = kube.database_credentials(reader, ref.namespace, ref.name, "scraperDatabaseConfigRef")
-    return pipeline.UploadTarget(settings.dbhandler_url, user, password)
+    return peers.UploadTarget(settings.dbhandler_url, user, password)
 
 
 def _read(plan: ScrapePlan, ref: ConfigRef, tmp: BinaryIO, reader: ResourceReader, settings: CollectionSettings) -> tuple[bool, Iterator[pa.RecordBatch] | None]:
     """Arrow IPC from our exporter (negotiated); exposition text from anything else."""
     if plan.api is None:
         url = f"{settings.exporter_url.rstrip('/')}/metrics/{ref.namespace}/{ref.name}"
-        got = pipeline.download(url, tmp, ACCEPT, headers=callers.outbound_headers())  # our exporter checks it
+        got = peers.download(url, tmp, ACCEPT, headers=callers.outbound_headers())  # our exporter checks it
         if got.headers.get("x-finops-snapshot") == "none":
             return False, None
         ctype = got.content_type
@@ -206,7 +209,7 @@ def _chunks(fh: BinaryIO, size: int = 1 << 20) -> Iterator[bytes]:
 
 
 def _only_family(batches: Iterable[pa.RecordBatch], plan: ScrapePlan) -> Iterator[pa.RecordBatch]:
-    """Generic configs upload only their metric family (Krateo §7); others upload everything."""
+    """Generic configs upload only their metric family (as Krateo's finops-prometheus-scraper); others upload everything."""
     name = plan.generic.metric_name if plan.metric_type == "generic" and plan.generic else ""
     for batch in batches:
         if name:
@@ -215,7 +218,7 @@ def _only_family(batches: Iterable[pa.RecordBatch], plan: ScrapePlan) -> Iterato
             yield batch
 
 
-def _upload(plan: ScrapePlan, run: str, recs: Iterable[pa.RecordBatch], target: pipeline.UploadTarget, settings: CollectionSettings) -> tuple[Tally, int]:
+def _upload(plan: ScrapePlan, run: str, recs: Iterable[pa.RecordBatch], target: peers.UploadTarget, settings: CollectionSettings) -> tuple[Tally, int]:
     """Send parts with one-part look-ahead so the last one carries final=true (an empty final if none)."""
     json_mode = settings.upload_format == "json"
     size = settings.upload_batch_rows_json if json_mode else settings.upload_batch_rows
@@ -235,13 +238,13 @@ def _upload(plan: ScrapePlan, run: str, recs: Iterable[pa.RecordBatch], target: 
             pending = batch
         if pending is None:
             final = params | {"part": str(parts), "final": "true"}
-            pipeline.upload_part(target, final, b"[]", "application/json", settings.upload_retries, client=client)
+            peers.upload_part(target, final, b"[]", "application/json", settings.upload_retries, client=client)
             return tally, parts + 1
         tally.add(pending.num_rows, _send(client, target, params, parts, pending, True, json_mode, settings))
     return tally, parts + 1
 
 
-def _report_findings(plan: ScrapePlan, run: str, tally: Tally, target: pipeline.UploadTarget,
+def _report_findings(plan: ScrapePlan, run: str, tally: Tally, target: peers.UploadTarget,
                      settings: CollectionSettings) -> None:
     """Store the run's FOCUS conformance findings beside its ledger (`finops validate KIND/NS/NAME`).
 
@@ -253,13 +256,13 @@ def _report_findings(plan: ScrapePlan, run: str, tally: Tally, target: pipeline.
     query = {"table": plan.table, "source": plan.source, "run": run}
     body = orjson.dumps([f.to_dict() for f in tally.findings])
     try:
-        pipeline.upload_part(target, query, body, "application/json", settings.upload_retries, path="/upload/findings")
+        peers.upload_part(target, query, body, "application/json", settings.upload_retries, path="/upload/findings")
     except FinopsError as exc:
         log.warning("findings not stored", extra={"config": plan.source, "run": run, "error": str(exc)})
 
 
 def _send(
-    client: httpx.Client, target: pipeline.UploadTarget, params: dict[str, str], part: int, batch: pa.RecordBatch,
+    client: httpx.Client, target: peers.UploadTarget, params: dict[str, str], part: int, batch: pa.RecordBatch,
     final: bool, json_mode: bool, settings: CollectionSettings,
 ) -> dict[str, Any]:
     """POST one part; the handler's answer (records_processed, records_rejected, errors)."""
@@ -268,5 +271,5 @@ def _send(
         body, ctype = orjson.dumps(records.to_json(pa.Table.from_batches([batch]))), "application/json"
     else:
         body, ctype = b"".join(records.write_ipc([batch])), ARROW_STREAM
-    return pipeline.upload_part(target, query, body, ctype, settings.upload_retries, client=client)
+    return peers.upload_part(target, query, body, ctype, settings.upload_retries, client=client)
 

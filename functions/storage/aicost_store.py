@@ -37,14 +37,14 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from functions.clients.db import Database, DatabaseError
+from functions.clients.db import Database, DatabaseError, DuplicateKey
+from functions.storage.dialect import quote_ident
 from functions.storage.tables import (
     DOUBLE,
     STRING,
     TIMESTAMP,
     cost_columns,
     create_table,
-    quote_ident,
     valid_table_name,
 )
 
@@ -97,7 +97,7 @@ def insert_events(db: Database, table: str, rows: Sequence[Sequence[Any]]) -> No
     results = db.executemany(stmt, rows)
     failed = [i for i, r in enumerate(results) if r == -2]
     if failed:
-        raise DatabaseError(f"{len(failed)} of {len(rows)} AI cost rows failed to insert (first: row {failed[0]})", 500)
+        raise DatabaseError(f"{len(failed)} of {len(rows)} AI cost rows failed to insert (first: row {failed[0]})")
     db.execute(f"REFRESH TABLE {name}")  # CrateDB: make them visible to the aggregations that follow
 
 
@@ -157,10 +157,8 @@ def claim_alert(db: Database, alerts_table: str, row: dict[str, Any]) -> bool:
     stmt = f"INSERT INTO {name} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})"
     try:
         db.execute(stmt, [row[c] for c in cols])
-    except DatabaseError as exc:
-        if exc.status == 409:
-            return False
-        raise
+    except DuplicateKey:
+        return False
     return True
 
 

@@ -1,7 +1,7 @@
 """Value conversion between CrateDB's wire values (JSON) and DuckDB/Arrow columns, and errors.
 
 Why columnar: inserting row by row through DuckDB runs at ~1.3k rows/s, from Arrow at ~92k rows/s
-(PLATFORM.md). Every conversion first tries pyarrow's C fast path on the whole column and falls
+(measured on 2 cores). Every conversion first tries pyarrow's C fast path on the whole column and falls
 back to per-value Python only when a column mixes types; values that cannot be converted mark
 their row as failed (CrateDB: rowcount -2) instead of failing the whole bulk.
 """

@@ -4,7 +4,7 @@ Why a token rewriter and not a parser: the SQL our code and the shipped notebook
 known subset; a tokenizer that respects quotes and comments is enough to rewrite it safely, and
 every construct it does not know is either valid DuckDB as written or refused by name here.
 
-Differences from CrateDB (kept in sync with the README):
+Differences from CrateDB (kept in sync with docs/sql-dialect.md):
 - STRING/TEXT -> VARCHAR; OBJECT, OBJECT(DYNAMIC|STRICT|IGNORED) -> MAP(VARCHAR, VARCHAR): object
   values are flat text maps (nested values are kept as JSON text, numbers as text).
 - TIMESTAMP [WITH|WITHOUT TIME ZONE] -> TIMESTAMP holding UTC; CURRENT_TIMESTAMP/now() are UTC.
@@ -33,18 +33,56 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from functions.errors import FinopsError
+from functions.errors import Conflict, FinopsError, InvalidInput, NotFound, Unauthorized, Unavailable
 
 NOOP = ""
 """What `translate` returns for a statement that is accepted and does nothing."""
 
 
 class SqlError(FinopsError):
-    """A CrateDB-coded SQL error: `code` is CrateDB's error code, `status` its HTTP status."""
+    """A CrateDB-coded SQL error: `code` is CrateDB's error code, whose first three digits are its
+    HTTP status. Like OSError picks FileNotFoundError by errno, constructing one returns the subclass
+    for that status, which is also the error-table class it answers as (SqlError(..., 4041) is a
+    NotFound, 4091 a Conflict, 4000 an InvalidInput, 5000 a 500)."""
+
+    code: int
+
+    def __new__(cls, message: str, code: int = 4000) -> SqlError:
+        status = http_status(code)
+        kind = _BY_STATUS.get(status, _SqlRefused if status < 500 else _SqlFailed) if cls is SqlError else cls
+        return super().__new__(kind)
 
     def __init__(self, message: str, code: int = 4000) -> None:
-        super().__init__(message, http_status(code))
+        super().__init__(message)
         self.code = code
+
+
+class _SqlRefused(SqlError, InvalidInput):
+    """4xxx with no more specific status: the statement's fault."""
+
+
+class _SqlUnauthorized(SqlError, Unauthorized):
+    """401x."""
+
+
+class _SqlUnknown(SqlError, NotFound):
+    """404x: an unknown relation, column or schema."""
+
+
+class _SqlConflict(SqlError, Conflict):
+    """409x: a duplicate key or an existing relation."""
+
+
+class _SqlFailed(SqlError):
+    """5xxx: the engine's trouble."""
+
+
+class _SqlUnavailable(SqlError, Unavailable):
+    """503x."""
+
+
+_BY_STATUS: dict[int, type[SqlError]] = {400: _SqlRefused, 401: _SqlUnauthorized, 404: _SqlUnknown,
+                                         409: _SqlConflict, 503: _SqlUnavailable}
 
 
 def http_status(code: int) -> int:
@@ -336,7 +374,7 @@ def _rewrite_payloads(toks: list[Tok], resolve: Callable[[str], str] | None) -> 
                 "engine, usable only by the process that registered the payload]",
                 4000,
             )
-        out.append(Tok("qid", quote(resolve(handle))))
+        out.append(Tok("qid", quote_ident(resolve(handle))))
         i += 4
     return out
 
@@ -471,5 +509,10 @@ def _with_conflict(
     return Insert(table, columns, params, clause, conflict_cols, do_nothing)
 
 
-def quote(name: str) -> str:
+def quote_ident(name: str) -> str:
+    """A double-quoted SQL identifier; CrateDB and DuckDB agree on the quoting (an inner `"` is doubled).
+
+    Every name our code puts into SQL goes through here: callers validate names first, quoting is
+    the second guard against injection.
+    """
     return '"' + name.replace('"', '""') + '"'

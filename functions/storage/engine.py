@@ -51,7 +51,7 @@ from functions.storage.dialect import (
     SqlError,
     parse_insert,
     payload_view,
-    quote,
+    quote_ident,
     statement_kind,
     translate,
 )
@@ -340,14 +340,14 @@ class Engine:
         return len(rows) - len(errors), results
 
     def _insert_arrow(self, ins: Insert, data: pa.Table) -> None:
-        cols = ", ".join(quote(c) for c in ins.columns)
+        cols = ", ".join(quote_ident(c) for c in ins.columns)
         source = "finops_bulk_source"
         select = f"SELECT {cols} FROM {source}"
         if ins.on_conflict and ins.conflict_cols:
-            keys = ", ".join(quote(c) for c in ins.conflict_cols)
+            keys = ", ".join(quote_ident(c) for c in ins.conflict_cols)
             order = "ASC" if ins.do_nothing else "DESC"
             select += f" QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY __row {order}) = 1"
-        sql = f"INSERT INTO {quote(ins.table)} ({cols}) {select} {ins.on_conflict}"
+        sql = f"INSERT INTO {quote_ident(ins.table)} ({cols}) {select} {ins.on_conflict}"
         self._con.register(source, data)
         try:
             self._con.execute(sql).fetchall()
@@ -377,7 +377,7 @@ class Engine:
         missing = [c for c in columns if c not in existing]
         for name in missing:
             try:
-                self._con.execute(f"ALTER TABLE {quote(table)} ADD COLUMN {quote(name)} VARCHAR")
+                self._con.execute(f"ALTER TABLE {quote_ident(table)} ADD COLUMN {quote_ident(name)} VARCHAR")
             except duckdb.Error as exc:
                 raise convert.sql_error(exc) from exc
         if missing:

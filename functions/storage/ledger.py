@@ -16,6 +16,7 @@ import orjson
 
 from functions.clients.db import Database, DatabaseError
 from functions.logs import get_logger
+from functions.storage.dialect import quote_ident
 
 log = get_logger("storage.ledger")
 
@@ -140,7 +141,7 @@ def stored_statements(target: str, kind: str, source: str | None, run: str, rows
     has one cheaper to scan than the target (the embedded commit: the staged parts and the final
     part's registered payload, instead of rows just written into the transaction); else the run's
     rows are counted in the target."""
-    t = '"' + target.replace('"', '""') + '"'
+    t = quote_ident(target)
     head = f"INSERT INTO {LEDGER_TABLE} ({_LEDGER_COLS}) "
     rows = f"({rows_from}) AS stored_rows" if rows_from else f"{t} WHERE finops_run = ?"
     # One row always, even for a run that stored nothing (every row rejected, or an empty export):

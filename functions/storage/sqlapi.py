@@ -22,7 +22,7 @@ import orjson
 from functions.clients.callers import basic_credentials
 from functions.errors import Unauthorized
 from functions.logs import get_logger
-from functions.storage.dialect import SqlError
+from functions.storage.dialect import SqlError, http_status
 from functions.storage.engine import Engine, SqlResult
 
 log = get_logger("storage.sqlapi")
@@ -73,7 +73,7 @@ def handle_sql(
             raise SqlError(f"SchemaUnknownException[Schema '{default_schema}' unknown]", 4045)
         answer = _dispatch(request, engine, types)
     except SqlError as exc:
-        return exc.status, {"error": {"message": exc.message, "code": exc.code}}
+        return http_status(exc.code), {"error": {"message": exc.message, "code": exc.code}}
     except Exception:  # noqa: BLE001 - whatever failed, the caller gets CrateDB's JSON, never a bare 500
         log.exception("embedded engine failure")
         return 500, {"error": {"message": "SQLActionException[the embedded database failed on this statement; "
@@ -158,4 +158,4 @@ def check_basic_auth(header: str | None, users: Mapping[str, str], *, trust: boo
 def unauthorized_answer(exc: Unauthorized) -> tuple[int, dict[str, str], bytes]:
     """CrateDB's failed-login answer: 401, plain text, `WWW-Authenticate` (status, headers, body)."""
     headers = {"WWW-Authenticate": 'Basic realm="CrateDB Authenticator"', "Content-Type": "text/plain"}
-    return 401, headers, exc.message.encode()
+    return exc.status, headers, exc.message.encode()

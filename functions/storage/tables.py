@@ -1,7 +1,7 @@
-"""Table layouts (CrateDB dialect), Krateo's upsert keys, identifier validation and quoting.
+"""Table layouts (CrateDB dialect), Krateo's upsert keys and identifier validation.
 
 The DDL runs unchanged on CrateDB and, through functions.storage.dialect, on the embedded engine.
-Columns keep Krateo's lower-case names and types (spec §9.4) so existing notebooks keep working;
+Columns keep Krateo's lower-case names and types (Krateo's finops-database-handler DDL) so existing notebooks keep working;
 the cost table has NO primary key: rows sharing Krateo's upsert key (credits, taxes, adjustments)
 must all be kept, and idempotency comes from snapshot replacement by (finops_source, period).
 """
@@ -15,6 +15,7 @@ from typing import Literal
 from functions.errors import FieldError, InvalidInput
 from functions.models import focus_columns
 from functions.models.focus import FOCUS_FIELDS
+from functions.storage.dialect import quote_ident
 
 MetricType = Literal["cost", "resource", "generic"]
 
@@ -74,7 +75,7 @@ UPSERT_KEYS: dict[str, tuple[str, ...]] = {
              "chargeperiodend", "chargeperiodstart", "skupriceid"),
     "resource": ("resourceid", "metricname", "timestamp"),
 }
-"""Krateo's ON CONFLICT keys (spec §9.3): the legacy-mode replacement keys."""
+"""Krateo's ON CONFLICT keys (its handler's upsert): the legacy-mode replacement keys."""
 
 _TABLE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}")
 _COLUMN = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,254}")
@@ -156,8 +157,3 @@ def valid_column_name(name: str) -> str:
             [FieldError(str(name), "a label used as a column must match ^[A-Za-z][A-Za-z0-9_]*$")],
         )
     return name.lower()
-
-
-def quote_ident(name: str) -> str:
-    """A double-quoted SQL identifier (CrateDB and DuckDB agree on the quoting)."""
-    return '"' + name.replace('"', '""') + '"'

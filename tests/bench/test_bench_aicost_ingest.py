@@ -3,7 +3,7 @@
 Everything real on 127.0.0.1: the aicost function and the database handler (embedded engine, a
 fresh DuckDB file), started by tests/aicost_server.py, on the machine's cores (2 in CI).
 
-- throughput: EVENTS generated events (functions.local.aicost_producer, seeded), pre-encoded as
+- throughput: EVENTS generated events (functions.demo.aicost_producer, seeded), pre-encoded as
   `application/cloudevents-batch+json` batches of BATCH, POSTed by 2 concurrent senders. Baseline:
   a raw insert of the SAME rows (priced FOCUS rows, built outside the timing) with the crate client's
   executemany through the same handler's /_sql into a plain table, in chunks of BATCH.
@@ -37,11 +37,11 @@ from dbhandler_server import AUTH
 
 from functions.clients.db import Database
 from functions.codecs import ai_pricing
-from functions.local.aicost_producer import Generator, encode_batch
+from functions.demo.aicost_producer import Generator, encode_batch
 from functions.models.aicost import AICostEvent
 from functions.stages.aicost_ingest import focus_row
 from functions.storage import aicost_store
-from functions.storage.tables import quote_ident
+from functions.storage.dialect import quote_ident
 
 EVENTS = int(os.environ.get("FINOPS_BENCH_AI_EVENTS", "40000"))
 BATCH = int(os.environ.get("FINOPS_BENCH_AI_BATCH", "1000"))

@@ -2,7 +2,7 @@
 
 Ours = `Database.executemany` (crate client -> HTTP on 127.0.0.1 -> /_sql bulk_args -> one columnar
 insert per chunk of 20k rows); baseline = DuckDB `INSERT ... SELECT` from a registered Arrow table
-of the same rows (the fastest in-process path, PLATFORM.md ≈92k rows/s). Both target an all-STRING
+of the same rows (the fastest in-process path, ≈92k rows/s on 2 cores). Both target an all-STRING
 table of the 45 FOCUS + x_ columns. ratio = baseline_s / ours_s. Writes .bench/bulk_sql.json; the
 handler's benchmark owns the >= 0.5 bar.
 """

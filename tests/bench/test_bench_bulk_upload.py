@@ -1,6 +1,6 @@
 """Bulk upload of FOCUS rows into the REAL database handler vs a plain DuckDB insert of the same typed rows.
 
-Set-up (not timed): ROWS FOCUS rows (functions.local.focus_rows) go through the exporter's codecs
+Set-up (not timed): ROWS FOCUS rows (functions.demo.focus_rows) go through the exporter's codecs
 (read_payload + to_samples) and the scraper's `samples_to_records`, giving exactly the records a
 scraper uploads; they are cut into Arrow IPC bodies of PART_ROWS rows. The handler is
 functions-framework serving `dbhandler` from functions/main.py on 127.0.0.1 (embedded mode, fresh
@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 from functions.codecs import records
 from functions.codecs.samples import to_samples
 from functions.codecs.sources import read_payload
-from functions.local.focus_rows import write_focus_csv
+from functions.demo.focus_rows import write_focus_csv
 from functions.stages.dbhandler import columns, schema
 
 ROWS = int(os.environ.get("FINOPS_BENCH_ROWS", "100000"))

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 
 from functions.codecs import focus_conformance, focus_values
 from functions.codecs.sources import read_payload
-from functions.local.focus_rows import FOCUS_COLUMNS, focus_rows
+from functions.demo.focus_rows import FOCUS_COLUMNS, focus_rows
 from functions.models import focus_columns
 from tests.bench._exposition_bench import best_of, report
 

@@ -27,8 +27,8 @@ from typing import Any
 
 from functions import cli
 from functions.clients.db import connect
+from functions.demo.demo_apis import DemoCostApi
 from functions.local.crstore import CrStore
-from functions.local.demo_apis import DemoCostApi
 from functions.local.supervisor import Stack, read_stack
 
 ROWS = int(os.environ.get("FINOPS_BENCH_MILLION_ROWS", "1000000"))

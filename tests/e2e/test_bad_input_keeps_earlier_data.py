@@ -35,8 +35,8 @@ import pytest
 from e2e_stack import E2EStack, database_docs, esc, secret, start_stack
 from loopback_http import Reply, Seen, serve
 
-from functions.local.demo_apis import metrics_document
-from functions.local.focus_rows import focus_csv_text
+from functions.demo.demo_apis import metrics_document
+from functions.demo.focus_rows import focus_csv_text
 
 pytestmark = pytest.mark.slow
 CSV = {"Content-Type": "text/csv; charset=utf-8"}

@@ -29,8 +29,8 @@ from pathlib import Path
 import pytest
 from e2e_stack import GROUPS, E2EStack, Finops, csv_totals, database_docs, db_totals, esc, secret, wait_until
 
-from functions.local.demo_apis import DemoCostApi
-from functions.local.focus_rows import restate
+from functions.demo.demo_apis import DemoCostApi
+from functions.demo.focus_rows import restate
 
 pytestmark = pytest.mark.slow
 ROWS, BATCH = 20_000, 2_000

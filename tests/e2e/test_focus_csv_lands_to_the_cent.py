@@ -19,8 +19,8 @@ from decimal import Decimal
 import pytest
 from e2e_stack import GROUPS, E2EStack, csv_totals, database_docs, db_totals, esc, period_of, secret
 
-from functions.local.demo_apis import DemoCostApi
-from functions.local.focus_rows import KRATEO_KEY, restate
+from functions.demo.demo_apis import DemoCostApi
+from functions.demo.focus_rows import KRATEO_KEY, restate
 
 pytestmark = pytest.mark.slow
 REF = "ExporterScraperConfig/finops/focus-e2e"

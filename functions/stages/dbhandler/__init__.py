@@ -1,1 +1,1 @@
-"""See the package README section on layers."""
+"""Layers: see docs/architecture.md."""

@@ -1,6 +1,6 @@
 """Every row accounted for: the rejects table and the per-run ledger that `/upload` keeps.
 
-- `finops_rejects` (one table for every target, documented in the README): each rejected row with
+- `finops_rejects` (one table for every target, documented in docs/architecture.md): each rejected row with
   its target table, source, run, part, stage, row number, column, reason, offending value and the raw
   row as JSON text, so it can be fixed and replayed. One shared table rather than one per target: a
   user asks "what did this config lose?" in one query, and a target's own columns never change

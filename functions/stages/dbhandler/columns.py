@@ -10,7 +10,7 @@ Cells follow functions.codecs.focus_values, the rules every ingest path shares: 
 `null` cells are SQL NULL in every column type (never 0.0); numbers and timestamps must be
 FOCUS-conformant, and a cell that is not rejects its row with the column and the value named.
 
-Krateo differences (documented in the README):
+Krateo differences (documented in docs/krateo-differences.md):
 - a number that does not parse rejects that row only (Krateo: the whole request answers 500);
 - an empty number is NULL (Krateo stored 0.0, so a missing quantity looked like a real zero);
 - `Tags` parts are split at the FIRST ':' only, so `url: https://x` keeps its value (Krateo splits

@@ -36,14 +36,12 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any
 from urllib.parse import urlsplit
-
-from pydantic import Field
 
 from functions.errors import Unavailable
 from functions.logs import get_logger
-from functions.settings import _EnvSettings
+from functions.settings.notebooks import NotebookRunSettings
 from functions.stages.dbhandler import fence
 
 log = get_logger("dbhandler.sandbox")
@@ -57,26 +55,6 @@ STDERR_TAIL = 64 * 1024
 GRACE_S = 10.0  # the launcher enforces the timeout; the handler kills it only if it overstays by this much
 _MIB = 1024 * 1024
 PACKAGE_DIR = Path(__file__).resolve().parents[2]  # functions/
-
-
-class NotebookSettings(_EnvSettings):
-    """Limits and fence of notebook runs (`POST /compute/<name>`)."""
-
-    timeout_s: float = Field(default=120.0, gt=0, alias="FINOPS_NOTEBOOK_TIMEOUT", description="Seconds a notebook may run before it and every process it started are killed (answer 504).")
-    memory_mb: int = Field(default=1024, ge=64, alias="FINOPS_NOTEBOOK_MEMORY_MB", description="Memory of a run, MiB: the address-space limit of each of its processes (RLIMIT_AS), and the most all of them may hold together (proportional set sizes, measured every 0.2 s; the run is stopped there). Answer 422.")
-    max_file_mb: int = Field(default=256, ge=1, alias="FINOPS_NOTEBOOK_MAX_FILE_MB", description="Largest file a notebook may write in its work directory, its stderr included, MiB (RLIMIT_FSIZE).")
-    max_disk_mb: int = Field(default=512, ge=1, alias="FINOPS_NOTEBOOK_MAX_DISK_MB", description="Most a run may hold in its work directory, all files together (and files it keeps open after deleting them), MiB; measured every 0.2 s, the run is stopped there (answer 422).")
-    max_output_mb: int = Field(default=32, ge=1, alias="FINOPS_NOTEBOOK_MAX_OUTPUT_MB", description="Largest stdout of a run, MiB: the answer body. A run writing more is stopped there (answer 422).")
-    max_running: int = Field(default=4, ge=1, le=500, alias="FINOPS_NOTEBOOK_MAX_RUNNING", description="Notebooks running at once per handler process; more wait up to 10 s, then 503 + Retry-After.")
-    max_processes: int = Field(default=64, ge=1, alias="FINOPS_NOTEBOOK_MAX_PROCESSES", description="Processes and threads one run may have (RLIMIT_NPROC; a fork bomb gets EAGAIN). Non-root handlers: on top of their user's current count.")
-    cpu_s: int = Field(default=240, ge=1, alias="FINOPS_NOTEBOOK_CPU_SECONDS", description="CPU seconds each notebook process may use, all its threads together (RLIMIT_CPU; answer 422).")
-    fence: Literal["required", "warn", "off"] = Field(default="required", alias="FINOPS_NOTEBOOK_FENCE", description="When the kernel cannot build the whole notebook fence (GET /compute/fence): `required` refuses runs (503 naming what is missing), `warn` runs with what there is and logs a warning per run, `off` builds none (trusted notebooks only).")
-    argv_password: bool = Field(default=False, alias="FINOPS_NOTEBOOK_ARGV_PASSWORD", description="Also put the caller's password on the notebook's real command line (readable by other processes in /proc/<pid>/cmdline). Off: argv shows `-`; sys.argv[4] inside the notebook still holds the password, as Krateo's notebooks expect.")
-    python: str = Field(default="", alias="FINOPS_NOTEBOOK_PYTHON", description="Interpreter of notebooks (default: the handler's own, which has crate and functions.notebooks_api).")
-
-    @property
-    def interpreter(self) -> str:
-        return self.python or sys.executable
 
 
 @dataclass(frozen=True)
@@ -185,7 +163,7 @@ class FencePlan:
         }
 
 
-def fence_plan(settings: NotebookSettings, hidden: tuple[str, ...] = ()) -> FencePlan:
+def fence_plan(settings: NotebookRunSettings, hidden: tuple[str, ...] = ()) -> FencePlan:
     """The plan for these settings; `hidden` are paths notebooks must never read (database, runs' temp root)."""
     return _plan(settings.fence, settings.interpreter, hidden)
 
@@ -260,7 +238,7 @@ def host_port(url: str) -> tuple[str, str]:
     return parts.hostname or "", str(parts.port or (443 if parts.scheme == "https" else 80))
 
 
-def argv_for(path: str, creds: DbCredentials, settings: NotebookSettings) -> list[str]:
+def argv_for(path: str, creds: DbCredentials, settings: NotebookRunSettings) -> list[str]:
     """[python, -c, runner, file, host, port, user, password|-]: Krateo's argv; parameters come through the fd."""
     host, port = host_port(creds.url)
     password = creds.password if settings.argv_password else "-"
@@ -326,7 +304,7 @@ class _Slots:
 SLOTS = _Slots()
 
 
-def run(name: str, code: str, creds: DbCredentials, params: Mapping[str, str], settings: NotebookSettings,
+def run(name: str, code: str, creds: DbCredentials, params: Mapping[str, str], settings: NotebookRunSettings,
         plan: FencePlan | None = None) -> RunResult:
     """Run `code` as notebook `name` inside `plan`'s fence; the temporary directory is always removed."""
     plan = plan or fence_plan(settings)
@@ -421,7 +399,7 @@ def seccomp_program(signals: bool = False) -> str:
 
 
 def spec_for(path: Path, lib: Path, work: Path, creds: DbCredentials, payload_fd: int, status_fd: int,
-             settings: NotebookSettings, plan: FencePlan, uid: int | None) -> LaunchSpec:
+             settings: NotebookRunSettings, plan: FencePlan, uid: int | None) -> LaunchSpec:
     """What the launcher builds for this run (pure apart from the paths it names and the cached BPF)."""
     landlock = None
     if plan.landlock:
@@ -440,7 +418,7 @@ def spec_for(path: Path, lib: Path, work: Path, creds: DbCredentials, payload_fd
 
 
 def _spawn(path: Path, lib: Path, work: Path, creds: DbCredentials, params: Mapping[str, str],
-           settings: NotebookSettings, plan: FencePlan, uid: int | None) -> RunResult:
+           settings: NotebookRunSettings, plan: FencePlan, uid: int | None) -> RunResult:
     payload_fd = _payload(creds, params)
     status_r, status_w = os.pipe()
     try:

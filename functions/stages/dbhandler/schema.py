@@ -66,7 +66,7 @@ class Target:
 
     @property
     def keys(self) -> Sequence[str]:
-        """Krateo's upsert key (spec §9.4): legacy-mode and resource replacement match on it."""
+        """Krateo's upsert key (its handler's ON CONFLICT key): legacy-mode and resource replacement match on it."""
         return tables.UPSERT_KEYS.get(self.kind, ())
 
     def ensure(self, db: Database, label_columns: Sequence[str]) -> None:

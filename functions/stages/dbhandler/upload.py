@@ -8,10 +8,10 @@
 - idempotency key: (table, run, part) for staging; (table, run) for the commit, remembered as
   `committed` on the markers so a retried final part changes nothing
 
-Snapshot replacement (DESIGN §5): cost replaces every (source, billingperiodstart) slice present in
+Snapshot replacement (so a re-run never duplicates and a restated period replaces the old figures): cost replaces every (source, billingperiodstart) slice present in
 the run, resource replaces rows sharing (resourceid, metricname, timestamp), generic replaces the
 source's whole slice. Without `source` (Krateo's scraper) the request is applied at once, replacing
-rows that share Krateo's keys (spec §9.4) but keeping every incoming row: Krateo's upsert keeps only
+rows that share Krateo's keys (its handler's ON CONFLICT keys) but keeping every incoming row: Krateo's upsert keeps only
 one row per key (credit, tax and adjustment rows sharing it are lost) and refreshes only billedcost.
 
 How rows reach the database (every statement goes through the crate client, both modes):
@@ -43,6 +43,7 @@ from functions.logs import get_logger
 from functions.stages.dbhandler import accounting, columns, schema
 from functions.stages.dbhandler.columns import RowError
 from functions.storage import ledger
+from functions.storage.dialect import quote_ident
 
 log = get_logger("dbhandler.upload")
 
@@ -61,7 +62,7 @@ class Payloads(Protocol):
 
 
 class UploadRequest(BaseModel):
-    """The query of one `POST /upload` (spec §9.3 plus our snapshot-replacement fields)."""
+    """The query of one `POST /upload` (Krateo's table, type and value, plus our snapshot-replacement fields)."""
 
     table: str = Field("", description="target table (validated, stored lower-case)")
     type: str = Field("cost", description="cost | resource | generic (case-insensitive; empty = cost)")
@@ -182,7 +183,7 @@ def _stage(
     target.ensure(db, list(conv.arrays))
     staging = target.staging
     if request.source is not None:
-        db.execute(f"DELETE FROM {q(staging)} WHERE finops_run = ? AND finops_part = ?", [run, request.part])
+        db.execute(f"DELETE FROM {quote_ident(staging)} WHERE finops_run = ? AND finops_part = ?", [run, request.part])
     extra = (request.source, run, int(time.time() * 1000), request.part)
     if payloads is not None:
         with _registered(payloads, conv, extra) as (handle, names):
@@ -239,8 +240,8 @@ def _registered(payloads: Payloads, conv: columns.Converted, extra: tuple[Any, .
 
 def _insert_payload(table: str, names: Sequence[str], handle: str) -> str:
     """INSERT reading a registered payload by reference (embedded engine extension)."""
-    cols = ", ".join(q(c) for c in names)
-    return f"INSERT INTO {q(table)} ({cols}) SELECT {cols} FROM finops_payload('{handle}')"
+    cols = ", ".join(quote_ident(c) for c in names)
+    return f"INSERT INTO {quote_ident(table)} ({cols}) SELECT {cols} FROM finops_payload('{handle}')"
 
 
 def _commit_with_rows(
@@ -249,25 +250,25 @@ def _commit_with_rows(
 ) -> tuple[int, list[RowError]]:
     """Embedded final part / legacy request: its rows go straight to the target in the commit's transaction."""
     target.ensure(db, list(conv.arrays))
-    db.execute(f"REFRESH TABLE {q(target.staging)}")
+    db.execute(f"REFRESH TABLE {quote_ident(target.staging)}")
     if request.source is not None:
         _check_parts(db, target, run, request.part, final_included=False)
     extra = (request.source, run, int(time.time() * 1000), request.part)
     with _registered(payloads, conv, extra) as (handle, names):
-        cols = ", ".join(q(c) for c in target.commit_columns(db))
+        cols = ", ".join(quote_ident(c) for c in target.commit_columns(db))
         stmts: list[tuple[str, Sequence[Any] | None]] = [
             *book,
             _delete_replaced(target, request.source, run, handle),
-            (f"INSERT INTO {q(target.name)} ({cols}) SELECT {cols} FROM {q(target.staging)} WHERE finops_run = ?", [run]),
+            (f"INSERT INTO {quote_ident(target.name)} ({cols}) SELECT {cols} FROM {quote_ident(target.staging)} WHERE finops_run = ?", [run]),
         ]
         if handle:
             stmts.append((_insert_payload(target.name, [c for c in names if c != "finops_part"], handle), None))
-        stmts.append((f"REFRESH TABLE {q(target.name)}", None))
+        stmts.append((f"REFRESH TABLE {quote_ident(target.name)}", None))
         stmts += ledger.stored_statements(target.name, target.kind, request.source, run, _inserted_rows(target, names, handle))
         if request.source is not None:
             stmts += _part_marker(target, request, run, conv.rows, committed=True)
             stmts.append((f"UPDATE {PARTS_TABLE} SET committed = TRUE WHERE target_table = ? AND finops_run = ?", [target.name, run]))
-        stmts.append((f"DELETE FROM {q(target.staging)} WHERE finops_run = ?", [run]))
+        stmts.append((f"DELETE FROM {quote_ident(target.staging)} WHERE finops_run = ?", [run]))
         db.run_atomically(stmts)
     log.info("run committed", extra={"table": target.name, "run": run, "source": request.source, "by_reference": True})
     if request.source is not None:
@@ -279,12 +280,12 @@ def _inserted_rows(target: schema.Target, names: Sequence[str], handle: str) -> 
     """The rows an embedded commit inserts (the run's staged parts and the final part's payload), for
     the ledger to count without scanning rows just written to the target; '' where it cannot."""
     cols = ("billingperiodstart", "billingcurrency", "billedcost") if target.kind == "cost" else ("finops_run",)
-    staged = f"SELECT {', '.join(q(c) for c in cols)} FROM {q(target.staging)} WHERE finops_run = ?"
+    staged = f"SELECT {', '.join(quote_ident(c) for c in cols)} FROM {quote_ident(target.staging)} WHERE finops_run = ?"
     if not handle:
         return staged
     if not all(c in names for c in cols):
         return ""
-    return f"{staged} UNION ALL SELECT {', '.join(q(c) for c in cols)} FROM finops_payload('{handle}')"
+    return f"{staged} UNION ALL SELECT {', '.join(quote_ident(c) for c in cols)} FROM finops_payload('{handle}')"
 
 
 def _chunk_rows(staging: str, cols: dict[str, list[Any]], start: int, stop: int, extra: tuple[Any, ...]) -> tuple[str, list[tuple[Any, ...]]]:
@@ -301,7 +302,7 @@ def _chunk_rows(staging: str, cols: dict[str, list[Any]], start: int, stop: int,
             names.append(name)
             values.append(chunk)
     names += ["finops_source", "finops_run", "finops_ingested_at", "finops_part"]
-    stmt = f"INSERT INTO {q(staging)} ({', '.join(q(c) for c in names)}) VALUES ({', '.join('?' * len(names))})"
+    stmt = f"INSERT INTO {quote_ident(staging)} ({', '.join(quote_ident(c) for c in names)}) VALUES ({', '.join('?' * len(names))})"
     rows = list(zip(*values, *(itertools.repeat(x, n) for x in extra), strict=True))
     return stmt, rows
 
@@ -338,20 +339,20 @@ def _committed(db: Database, target: schema.Target, run: str) -> bool:
 
 def _commit(db: Database, target: schema.Target, request: UploadRequest, run: str) -> None:
     """Replace the run's slices in one atomic unit (sequential idempotent steps on CrateDB)."""
-    db.execute(f"REFRESH TABLE {q(target.staging)}")
+    db.execute(f"REFRESH TABLE {quote_ident(target.staging)}")
     if request.source is not None:
         _check_parts(db, target, run, request.part)
     cols = target.commit_columns(db)
-    col_list = ", ".join(q(c) for c in cols)
+    col_list = ", ".join(quote_ident(c) for c in cols)
     stmts: list[tuple[str, Sequence[Any] | None]] = [
         _delete_replaced(target, request.source, run),
-        (f"INSERT INTO {q(target.name)} ({col_list}) SELECT {col_list} FROM {q(target.staging)} WHERE finops_run = ?", [run]),
-        (f"REFRESH TABLE {q(target.name)}", None),
+        (f"INSERT INTO {quote_ident(target.name)} ({col_list}) SELECT {col_list} FROM {quote_ident(target.staging)} WHERE finops_run = ?", [run]),
+        (f"REFRESH TABLE {quote_ident(target.name)}", None),
         *ledger.stored_statements(target.name, target.kind, request.source, run),
     ]
     if request.source is not None:
         stmts.append((f"UPDATE {PARTS_TABLE} SET committed = TRUE WHERE target_table = ? AND finops_run = ?", [target.name, run]))
-    stmts.append((f"DELETE FROM {q(target.staging)} WHERE finops_run = ?", [run]))
+    stmts.append((f"DELETE FROM {quote_ident(target.staging)} WHERE finops_run = ?", [run]))
     db.run_atomically(stmts)
     log.info("run committed", extra={"table": target.name, "run": run, "source": request.source})
     if request.source is not None:
@@ -363,7 +364,7 @@ def _delete_replaced(target: schema.Target, source: str | None, run: str, handle
 
     `handle`: a registered payload holding more of the run's rows (embedded final part).
     """
-    t = q(target.name)
+    t = quote_ident(target.name)
     if source is not None and target.kind == "cost":
         return (f"DELETE FROM {t} WHERE finops_source = ? AND billingperiodstart IN "
                 f"({_run_rows(target, 'DISTINCT billingperiodstart', handle)})", [source, run])
@@ -378,13 +379,13 @@ def _delete_replaced(target: schema.Target, source: str | None, run: str, handle
 
 def _run_rows(target: schema.Target, expr: str, handle: str) -> str:
     """SELECT of `expr` over the run's staged rows (one `?`: the run) and the payload's, if any."""
-    staged = f"SELECT {expr} FROM {q(target.staging)} WHERE finops_run = ?"
+    staged = f"SELECT {expr} FROM {quote_ident(target.staging)} WHERE finops_run = ?"
     return staged if not handle else f"{staged} UNION SELECT {expr} FROM finops_payload('{handle}')"
 
 
 def _key_expr(keys: Sequence[str]) -> str:
     """One comparable text per row from the key columns (NULL-safe), for a semi-join both engines run."""
-    return f" || {_SEP} || ".join(f"COALESCE(CAST({q(k)} AS TEXT), '')" for k in keys)
+    return f" || {_SEP} || ".join(f"COALESCE(CAST({quote_ident(k)} AS TEXT), '')" for k in keys)
 
 
 def _check_parts(db: Database, target: schema.Target, run: str, final_part: int, *, final_included: bool = True) -> None:
@@ -406,7 +407,7 @@ def _drop_stale(db: Database, target: schema.Target) -> None:
         res = db.execute(f"SELECT DISTINCT finops_run FROM {PARTS_TABLE} WHERE target_table = ? AND committed = FALSE AND staged_at < ?", [target.name, cutoff])
         for (run,) in res.rows:
             db.run_atomically([
-                (f"DELETE FROM {q(target.staging)} WHERE finops_run = ?", [run]),
+                (f"DELETE FROM {quote_ident(target.staging)} WHERE finops_run = ?", [run]),
                 (f"DELETE FROM {PARTS_TABLE} WHERE target_table = ? AND finops_run = ?", [target.name, run]),
             ])
         db.execute(f"DELETE FROM {PARTS_TABLE} WHERE target_table = ? AND committed = TRUE AND staged_at < ?", [target.name, cutoff])
@@ -415,11 +416,6 @@ def _drop_stale(db: Database, target: schema.Target) -> None:
 
 
 # ------------------------------------------------------------------------------------- helpers
-
-
-def q(name: str) -> str:
-    """A quoted identifier (names are validated before they get here; quoting is the second guard)."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _row_error(err: FieldError | RowError) -> RowError:

@@ -20,7 +20,7 @@ import orjson
 from functions.errors import Conflict, FieldError, InvalidInput, Unauthorized, Unavailable
 from functions.logs import get_logger
 
-log = get_logger("pipeline")
+log = get_logger("clients.peers")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""`/compute`: Krateo's notebook store and execution (spec §9.2, §9.5; checklist 38-42), made safe.
+"""`/compute`: Krateo's notebook store and execution (krateoplatformops/finops-database-handler,
+main.py and internal/compute/), made safe.
 
 | request | answer |
 |---|---|
@@ -12,7 +13,7 @@
 | other methods/shapes | 405 `{"error": "URL composition or methods are incorrect"}` |
 | no/wrong Basic auth | 401, checked on every call with that call's credentials |
 
-Differences from Krateo (each a fix, listed in the README): failed notebooks are not 200; names and
+Differences from Krateo (each a fix, listed in docs/notebooks.md): failed notebooks are not 200; names and
 SQL are parameters, never interpolated; `\\"` in stored code is not rewritten; the run uses the
 CALLER's credentials, not a cached first connection's; timeouts, limits, a kernel fence and clean-up
 (stages/dbhandler/sandbox.py, fence.py).
@@ -25,17 +26,26 @@ import re
 import signal
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
 
 import orjson
 
 from functions.clients.db import Database, DatabaseError
-from functions.errors import FieldError, InvalidInput, NotFound
+from functions.errors import (
+    FieldError,
+    FinopsError,
+    InvalidInput,
+    MethodNotAllowed,
+    NotFound,
+    TimedOut,
+    Unavailable,
+    Unprocessable,
+)
 from functions.logs import get_logger
+from functions.settings.database import DbHandlerSettings
+from functions.settings.notebooks import NotebookRunSettings
 from functions.stages.dbhandler import sandbox
-from functions.stages.dbhandler.settings import DbHandlerSettings
+from functions.stages.dbhandler.response import JSON, Response, header
 
 log = get_logger("dbhandler.compute")
 
@@ -44,7 +54,6 @@ DDL = f"CREATE TABLE IF NOT EXISTS {TABLE} (notebook_name STRING PRIMARY KEY, da
 URL_INCORRECT = "URL composition incorrect"
 URL_METHOD_INCORRECT = "URL composition or methods are incorrect"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,252}")  # always fullmatch: `$` would let a trailing newline through
-JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
 _MEMORY_SIGNALS = {-signal.SIGKILL, -signal.SIGSEGV, -signal.SIGABRT, -signal.SIGBUS}
 
@@ -52,22 +61,14 @@ Opener = Callable[[str | None], tuple[Database, str, str]]
 """Verifies a request's Authorization header: (connection, user, password) of THIS caller, or raises Unauthorized."""
 
 
-@dataclass
-class Answer:
-    status: int
-    body: Any
-    content_type: str = JSON
-    headers: dict[str, str] = field(default_factory=dict)
-
-
 @lru_cache(maxsize=1)
-def notebook_settings() -> sandbox.NotebookSettings:
+def notebook_settings() -> NotebookRunSettings:
     """Read once per process (FINOPS_NOTEBOOK_*)."""
-    return sandbox.NotebookSettings.from_env()
+    return NotebookRunSettings.from_env()
 
 
 def handle(method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes,
-           settings: DbHandlerSettings, open_db: Opener) -> Answer:
+           settings: DbHandlerSettings, open_db: Opener) -> Response:
     """One `/compute...` request: authenticate first (like Krateo), then route by method and shape."""
     db, user, password = open_db(header(headers, "Authorization"))
     try:
@@ -75,26 +76,26 @@ def handle(method: str, path: str, query: Mapping[str, str], headers: Mapping[st
         method = "GET" if method == "HEAD" else method
         if method == "GET":
             if parts == ["list"]:
-                return Answer(200, list_notebooks(db))
+                return Response(200, list_notebooks(db))
             if parts == ["fence"]:
-                return Answer(200, fence_plan(settings).report())
+                return Response(200, fence_plan(settings).report())
             if len(parts) == 2 and parts[1] == "info":
                 return info(db, _name(parts[0]))
-            return Answer(400, {"error": URL_INCORRECT})
+            raise InvalidInput(URL_INCORRECT)
         if method == "POST" and len(parts) == 2 and parts[1] == "upload":
-            return upload(db, _name(parts[0]), body, query.get("overwrite") == "true")
+            return store(db, _name(parts[0]), body, query.get("overwrite") == "true")
         if method == "POST" and len(parts) == 1 and parts[0]:
             params = _params(body)
             code = load(db, _name(parts[0]))
             db.close()  # not held during the run
             plan = fence_plan(settings)
             if plan.refused:
-                return refused(plan)
+                raise refused(plan)
             creds = sandbox.DbCredentials(settings.notebook_sql_url(), user, password)
             return run(parts[0], code, creds, params, header(headers, "Accept") or "", notebook_settings(), plan)
         if method == "DELETE" and len(parts) == 1 and parts[0]:
             return delete(db, _name(parts[0]))
-        return Answer(405, {"error": URL_METHOD_INCORRECT})
+        raise MethodNotAllowed(URL_METHOD_INCORRECT)
     finally:
         db.close()
 
@@ -123,24 +124,24 @@ def _code(db: Database, name: str) -> str | None:
     return str(rows[0][0]) if rows else None
 
 
-def info(db: Database, name: str) -> Answer:
+def info(db: Database, name: str) -> Response:
     code = _code(db, name)
     if code is None:
-        return Answer(404, {"notebook": name, "code": "", "error": f"no notebook named {name!r}"})
-    return Answer(200, {"notebook": name, "code": code})
+        raise NotFound(f"no notebook named {name!r}", details={"notebook": name, "code": ""})
+    return Response(200, {"notebook": name, "code": code})
 
 
-def upload(db: Database, name: str, body: bytes, overwrite: bool) -> Answer:
+def store(db: Database, name: str, body: bytes, overwrite: bool) -> Response:
     """Insert if absent, or upsert with overwrite; `{"result": false}` for an empty body (Krateo)."""
     if not body:
-        return Answer(200, {"result": False, "error": "empty notebook code: nothing stored"})
+        return Response(200, {"result": False, "error": "empty notebook code: nothing stored"})
     code = _source(body, name)
     db.execute(DDL)
     conflict = "DO UPDATE SET data = excluded.data" if overwrite else "DO NOTHING"
     db.execute(f"INSERT INTO {TABLE} (notebook_name, data) VALUES (?, ?) ON CONFLICT (notebook_name) {conflict}", [name, code])
     db.execute(f"REFRESH TABLE {TABLE}")  # CrateDB: visible to the next list at once
     log.info("notebook stored", extra={"notebook": name, "overwrite": overwrite, "bytes": len(body)})
-    return Answer(200, {"result": True})
+    return Response(200, {"result": True})
 
 
 def _source(body: bytes, name: str) -> str:
@@ -158,7 +159,7 @@ def _source(body: bytes, name: str) -> str:
     return code
 
 
-def delete(db: Database, name: str) -> Answer:
+def delete(db: Database, name: str) -> Response:
     """Idempotent: unknown names and a missing table are 'deleted' too; a SQL failure is 500."""
     try:
         if db.table_exists(TABLE):
@@ -166,9 +167,9 @@ def delete(db: Database, name: str) -> Answer:
             db.execute(f"REFRESH TABLE {TABLE}")
     except DatabaseError as exc:
         log.error("notebook delete failed", extra={"notebook": name, "error": exc.message})
-        return Answer(500, {"result": "error", "error": exc.message})
+        raise FinopsError(exc.message, details={"result": "error"}) from exc
     log.info("notebook deleted", extra={"notebook": name})
-    return Answer(200, {"result": "deleted"})
+    return Response(200, {"result": "deleted"})
 
 
 # --------------------------------------------------------------------------------------- runs
@@ -182,64 +183,68 @@ def fence_plan(settings: DbHandlerSettings) -> sandbox.FencePlan:
     return sandbox.fence_plan(notebook_settings(), tuple(hidden))
 
 
-def refused(plan: sandbox.FencePlan) -> Answer:
+def refused(plan: sandbox.FencePlan) -> Unavailable:
     """503: the fence cannot be built here; a deployment condition, named, with the switch that decides."""
-    return Answer(503, {"error": "notebooks are refused: this kernel or container cannot build the notebook fence "
-                                 "(FINOPS_NOTEBOOK_FENCE=required; `warn` runs them with what there is)",
-                        "missing": list(plan.missing)})
+    return Unavailable("notebooks are refused: this kernel or container cannot build the notebook fence "
+                       "(FINOPS_NOTEBOOK_FENCE=required; `warn` runs them with what there is)",
+                       details={"missing": list(plan.missing)})
 
 
 def run(name: str, code: str, creds: sandbox.DbCredentials, params: dict[str, str], accept: str,
-        limits: sandbox.NotebookSettings, plan: sandbox.FencePlan | None = None) -> Answer:
+        limits: NotebookRunSettings, plan: sandbox.FencePlan | None = None) -> Response:
     plan = plan or sandbox.fence_plan(limits)
     if plan.missing and plan.mode == "warn":
         log.warning("notebook runs without a complete fence", extra={"notebook": name, "missing": list(plan.missing)})
     result = sandbox.run(name, code, creds, params, limits, plan)
-    answer = outcome(name, result, accept, limits)
-    log.info("notebook run", extra={"notebook": name, "user": creds.username, "params": sorted(params),
-                                    "exit_code": result.exit_code, "timed_out": result.timed_out,
-                                    "seconds": round(result.seconds, 3), "status": answer.status,
-                                    "output_bytes": len(result.stdout)})
     if result.fence_error:
         log.error("notebook fence failed", extra={"notebook": name, "error": result.fence_error})
-    return answer
+    status = 200
+    try:
+        return outcome(name, result, accept, limits)
+    except FinopsError as exc:
+        status = exc.status
+        raise
+    finally:
+        log.info("notebook run", extra={"notebook": name, "user": creds.username, "params": sorted(params),
+                                        "exit_code": result.exit_code, "timed_out": result.timed_out,
+                                        "seconds": round(result.seconds, 3), "status": status,
+                                        "output_bytes": len(result.stdout)})
 
 
-def outcome(name: str, result: sandbox.RunResult, accept: str, limits: sandbox.NotebookSettings) -> Answer:
-    """The HTTP answer for a finished run (pure)."""
+def outcome(name: str, result: sandbox.RunResult, accept: str, limits: NotebookRunSettings) -> Response:
+    """The answer for a finished run (pure): its output, or raises the error that says why there is none."""
     stderr = result.stderr.strip("\n")
     if result.fence_error:
-        return Answer(503, {"error": f"notebook {name!r} did not run: its fence could not be built (the reason is in "
-                                     "the handler's log, `notebook fence failed`)"})
+        raise Unavailable(f"notebook {name!r} did not run: its fence could not be built (the reason is in "
+                          "the handler's log, `notebook fence failed`)")
     if result.timed_out:
-        return _failed(504, f"notebook {name!r} timed out after {limits.timeout_s:g} s and was killed", result, stderr)
+        raise _failed(TimedOut, f"notebook {name!r} timed out after {limits.timeout_s:g} s and was killed", result, stderr)
     if result.stopped == "output":
-        return _failed(422, f"notebook {name!r} wrote more than {limits.max_output_mb} MiB of output "
+        raise _failed(Unprocessable, f"notebook {name!r} wrote more than {limits.max_output_mb} MiB of output "
                             "(FINOPS_NOTEBOOK_MAX_OUTPUT_MB) and was stopped", result, stderr)
     if result.stopped == "disk":
-        return _failed(422, f"notebook {name!r} held more than {limits.max_disk_mb} MiB in its work directory "
+        raise _failed(Unprocessable, f"notebook {name!r} held more than {limits.max_disk_mb} MiB in its work directory "
                             "(FINOPS_NOTEBOOK_MAX_DISK_MB) and was stopped", result, stderr)
     if result.stopped == "memory":
-        return _failed(422, f"notebook {name!r}'s processes together held more than {limits.memory_mb} MiB of memory "
+        raise _failed(Unprocessable, f"notebook {name!r}'s processes together held more than {limits.memory_mb} MiB of memory "
                             "(FINOPS_NOTEBOOK_MEMORY_MB) and it was stopped", result, stderr)
     code = result.exit_code
     if code == 0:
-        return Answer(200, result.stdout, JSON if wants_json(accept) else TEXT)
+        return Response(200, result.stdout, content_type=JSON if wants_json(accept) else TEXT)
     if code == sandbox.EXIT_DB_UNAVAILABLE:
-        answer = _failed(503, f"notebook {name!r} could not reach the database", result, stderr)
-        answer.headers["Retry-After"] = "5"
-        return answer
+        raise _failed(Unavailable, f"notebook {name!r} could not reach the database", result, stderr)
     if code == -signal.SIGXCPU or (code == -signal.SIGKILL and result.cpu_s >= limits.cpu_s):
-        return _failed(422, f"notebook {name!r} used more than {limits.cpu_s} s of CPU (FINOPS_NOTEBOOK_CPU_SECONDS)", result, stderr)
+        raise _failed(Unprocessable, f"notebook {name!r} used more than {limits.cpu_s} s of CPU (FINOPS_NOTEBOOK_CPU_SECONDS)", result, stderr)
     if code == sandbox.EXIT_MEMORY or code in _MEMORY_SIGNALS or "MemoryError" in stderr[-2000:]:
-        return _failed(422, f"notebook {name!r} ran out of memory (limit {limits.memory_mb} MiB) or crashed", result, stderr)
+        raise _failed(Unprocessable, f"notebook {name!r} ran out of memory (limit {limits.memory_mb} MiB) or crashed", result, stderr)
     if "[Errno 27]" in stderr or code == -signal.SIGXFSZ:
-        return _failed(422, f"notebook {name!r} wrote more than {limits.max_file_mb} MiB to a file", result, stderr)
-    return _failed(422, f"notebook {name!r} failed with exit code {code}", result, stderr)
+        raise _failed(Unprocessable, f"notebook {name!r} wrote more than {limits.max_file_mb} MiB to a file", result, stderr)
+    raise _failed(Unprocessable, f"notebook {name!r} failed with exit code {code}", result, stderr)
 
 
-def _failed(status: int, message: str, result: sandbox.RunResult, stderr: str) -> Answer:
-    return Answer(status, {"error": message, "exit_code": result.exit_code, "stderr": stderr})
+def _failed(kind: type[FinopsError], message: str, result: sandbox.RunResult, stderr: str) -> FinopsError:
+    """A failed run's error: its message, exit code and stderr in the body."""
+    return kind(message, details={"exit_code": result.exit_code, "stderr": stderr})
 
 
 def wants_json(accept: str) -> bool:
@@ -270,11 +275,3 @@ def _name(name: str) -> str:
     if not NAME.fullmatch(name):
         raise InvalidInput("bad notebook name", [FieldError("name", f"{name!r}: 1-253 letters, digits, '_', '.', '-', starting with a letter or digit")])
     return name
-
-
-def header(headers: Mapping[str, str], name: str) -> str | None:
-    """A request header by name, any case (WSGI dicts and plain dicts alike)."""
-    value = headers.get(name)
-    if value is None:
-        value = next((v for k, v in headers.items() if k.lower() == name.lower()), None)
-    return value

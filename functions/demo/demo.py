@@ -9,9 +9,9 @@ Steps (each prints one progress line on stderr; the first that fails names itsel
 3. the local stack (broker + one process per function, `functions.local.supervisor.Stack`);
 4. one cycle per ExporterScraperConfig and ScraperConfig with `finops run` semantics: the CR's
    PingSource tick goes through the broker synchronously (the whole delivery chain), no schedules;
-5. 3,000 seeded AI cost events (functions.local.aicost_producer: GPU jobs, LLM calls, bursts) sent
+5. 3,000 seeded AI cost events (functions.demo.aicost_producer: GPU jobs, LLM calls, bursts) sent
    batched to the stack's aicost function; one scrape of aicost-metrics must sum to the database;
-6. the showback report on stdout (`functions.local.showback`, AI spend by team/project/source beside
+6. the showback report on stdout (`functions.demo.showback`, AI spend by team/project/source beside
    cloud spend), then everything stops; `--serve`
    keeps it all running (scheduler included) until Ctrl-C.
 7. the cost-breakdown sample notebook (crds/examples/notebook-cost-breakdown.yaml) stored and run
@@ -168,7 +168,7 @@ class _Demo:
                     stop()
 
     def _run(self) -> None:
-        from functions.local import showback
+        from functions.demo import showback
 
         apis = self._start_apis()
         docs = self._apply(apis)
@@ -207,7 +207,7 @@ class _Demo:
 
     # -- steps -----------------------------------------------------------------------------------
     def _start_apis(self) -> dict[str, Any]:
-        from functions.local.demo_apis import DemoCostApi, DemoUsageApi, PrometheusTextApi
+        from functions.demo.demo_apis import DemoCostApi, DemoUsageApi, PrometheusTextApi
 
         self.progress(f"starting demo APIs ({self.opts.rows} FOCUS rows, seed {self.opts.seed})")
         try:
@@ -267,7 +267,7 @@ class _Demo:
 
     def _ai_events(self, info: dict[str, Any]) -> str | None:
         """Send the seeded AI cost stream (GPU jobs, LLM calls, bursts) to the stack's aicost function, batched."""
-        from functions.local.aicost_producer import Generator, Sender, SendReport
+        from functions.demo.aicost_producer import Generator, Sender, SendReport
 
         service = info.get("services", {}).get("aicost")
         if service is None:
@@ -306,7 +306,7 @@ class _Demo:
 
     def _notebook(self, info: dict[str, Any], cost_table: str, report: Any) -> None:
         """The cost-breakdown sample notebook stored and run through the handler's /compute; its table on stdout."""
-        from functions.local.demo_notebooks import run_cost_breakdown
+        from functions.demo.demo_notebooks import run_cost_breakdown
 
         billed = {t.currency: t.billed for t in report.totals}
         try:
@@ -319,7 +319,7 @@ class _Demo:
 
     def _optimize(self, info: dict[str, Any], docs: list[dict[str, Any]], usage_table: str | None) -> None:
         """The optimizer webhook asked about a composition of the demo VM (day-2) and a new job (day-1)."""
-        from functions.local import demo_optimizer
+        from functions.demo import demo_optimizer
 
         service = info.get("services", {}).get("optimizer")
         resource_id = _demo_resource_id(docs)
@@ -491,7 +491,7 @@ def _tables(docs: list[dict[str, Any]]) -> tuple[str, str | None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m functions.local.demo` (the same as `finops demo`)."""
+    """`python -m functions.demo.demo` (the same as `finops demo`)."""
     parser = argparse.ArgumentParser(prog="finops demo", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--state", type=Path, default=None, help="state directory (default: a temporary one)")
     parser.add_argument("--serve", action="store_true", help="keep everything running until Ctrl-C")

@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self
 
-from functions.local.focus_rows import period_label, write_focus_csv, write_rows_csv
+from functions.demo.focus_rows import period_label, write_focus_csv, write_rows_csv
 
 CSV_TYPE = "text/csv; charset=utf-8"
 GZIP_TYPE = "binary/octet-stream"

@@ -1,8 +1,9 @@
 """HTTP routing of the database-handler function, framework-light: `dispatch()` takes plain values.
 
 Routes: `GET /` (CrateDB banner in embedded mode), `POST /_sql` (embedded mode: CrateDB's SQL
-endpoint over the embedded engine), `POST /upload`, `/compute...` (notebooks: compute.py).
-Every exception becomes a JSON answer (functions.errors.http_answer); nothing crashes the process.
+endpoint over the embedded engine), `POST /upload`, `/compute...` (notebooks: notebook_store.py).
+Every route answers with one Response type; every exception becomes one through the error table
+(functions.errors.answer); nothing crashes the process.
 
 No self-deadlock (embedded mode): the handler's own SQL client never calls this process's public
 port. Its statements go to an SQL listener with threads of its own (functions.storage.sql_listener,
@@ -10,7 +11,7 @@ started once per process by `ready()`), and notebook runs get a second one, so a
 waits for a worker of the pool it is holding and notebooks cannot take the handler's own slots.
 The public `/_sql` runs on the engine in-process and waits on nothing but the engine's lock.
 
-Authentication (spec §9.1, minus its flaw): every request's Basic credentials are checked, each
+Authentication (Krateo's finops-database-handler, minus its flaw): every request's Basic credentials are checked, each
 time. Krateo cached the first good connection and then accepted any credentials; we open a
 connection per request with that request's credentials. Base64-encoded user and password are
 accepted too: tried as given first, then each part decoded (a part that is not base64 stays raw).
@@ -23,7 +24,6 @@ import binascii
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -35,16 +35,18 @@ from functions.clients.db import Database, connect
 from functions.codecs import records
 from functions.errors import (
     FieldError,
-    FinopsError,
     InvalidInput,
+    MethodNotAllowed,
+    NotFound,
     Unauthorized,
     Unavailable,
+    answered,
     field_errors,
-    http_answer,
 )
 from functions.logs import get_logger
-from functions.stages.dbhandler import compute, schema, upload
-from functions.stages.dbhandler.settings import DbHandlerSettings
+from functions.settings.database import DbHandlerSettings
+from functions.stages.dbhandler import notebook_store, schema, upload
+from functions.stages.dbhandler.response import JSON, Response, header
 from functions.storage import ledger
 
 if TYPE_CHECKING:
@@ -53,25 +55,12 @@ if TYPE_CHECKING:
     from functions.storage.engine import Engine
     from functions.storage.sql_listener import SqlListener
 
+__all__ = ["check_credentials", "current_settings", "dispatch", "engine", "handle"]
+"""The handler's public names (a test guards them): handle() is the target's whole body."""
+
 log = get_logger("dbhandler")
 
-JSON = "application/json"
 ARROW_STREAM = records.IPC_MEDIA_TYPE
-
-
-@dataclass
-class Response:
-    """A framework-free answer: status, body (bytes as is, anything else JSON-encoded), headers."""
-
-    status: int
-    body: Any
-    headers: dict[str, str] = field(default_factory=dict)
-    content_type: str = JSON
-
-    def payload(self) -> bytes:
-        if isinstance(self.body, bytes):
-            return self.body
-        return orjson.dumps(self.body)
 
 
 def dispatch(
@@ -81,24 +70,20 @@ def dispatch(
     try:
         settings = ready(settings)
         return _route(method.upper(), "/" + path.strip("/"), query, headers, body, settings)
-    except Exception as exc:  # noqa: BLE001 - the one place that turns everything into an answer
-        answer, status, extra = http_answer(exc)
-        if isinstance(exc, FinopsError) and exc.status < 500:
-            log.warning("request refused", extra={"status": status, "path": path, **answer})
-        else:
-            log.exception("request failed", extra={"status": status, "path": path})
-        return Response(status, answer, dict(extra))
+    except Exception as exc:  # noqa: BLE001 - every exception is answered through the error table
+        got = answered(exc, "dbhandler", path=path)
+        return Response(got.status, got.body, got.headers)
 
 
-def wsgi_answer(request: flask.Request) -> flask.Response:
+def handle(request: flask.Request) -> flask.Response:
     """The functions-framework target's whole body: a Flask request in, a Flask response out."""
     import flask
 
     try:
         settings = current_settings()
-    except Exception as exc:  # noqa: BLE001 - bad settings are an answer too
-        answer, status, extra = http_answer(exc)
-        return flask.Response(orjson.dumps(answer), status, headers=extra, content_type=JSON)
+    except Exception as exc:  # noqa: BLE001 - bad settings are an answer too (Misconfigured, from the table)
+        got = answered(exc, "dbhandler", path=request.path)
+        return flask.Response(orjson.dumps(got.body), got.status, headers=got.headers, content_type=JSON)
     query = {k: request.args.get(k, "") for k in request.args}
     resp = dispatch(request.method, request.path, query, dict(request.headers), request.get_data(), settings)
     return flask.Response(resp.payload(), resp.status, headers=resp.headers, content_type=resp.content_type)
@@ -110,7 +95,7 @@ def wsgi_answer(request: flask.Request) -> flask.Response:
 def _route(method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes, settings: DbHandlerSettings) -> Response:
     if path == "/":
         if method not in ("GET", "HEAD"):
-            return _not_allowed(method, path)
+            raise _not_allowed(method, path)
         if settings.embedded:
             from functions.storage import sqlapi
 
@@ -118,43 +103,44 @@ def _route(method: str, path: str, query: Mapping[str, str], headers: Mapping[st
         return Response(200, b"finops database handler (CrateDB mode): POST /upload\n", content_type="text/plain")
     if path == "/_sql":
         return _sql(method, query, headers, body, settings)
+    if path in ("/upload", "/upload/findings") and method != "POST":
+        raise _not_allowed(method, path)
     if path == "/upload":
-        return _not_allowed(method, path) if method != "POST" else _upload(query, headers, body, settings)
+        return _upload(query, headers, body, settings)
     if path == "/upload/findings":
-        return _not_allowed(method, path) if method != "POST" else _findings(query, headers, body, settings)
+        return _findings(query, headers, body, settings)
     if path == "/compute" or path.startswith("/compute/"):
-        got = compute.handle(method, path, query, headers, body, settings, lambda auth: open_verified(auth, settings))
-        return Response(got.status, got.body, got.headers, got.content_type)
-    return Response(404, {"error": f"no such endpoint: {method} {path} (see GET /, POST /upload, POST /_sql)"})
+        return notebook_store.handle(method, path, query, headers, body, settings, lambda auth: open_verified(auth, settings))
+    raise NotFound(f"no such endpoint: {method} {path} (see GET /, POST /upload, POST /_sql)")
 
 
-def _not_allowed(method: str, path: str) -> Response:
-    return Response(405, {"error": f"{method} is not allowed on {path}"})
+def _not_allowed(method: str, path: str) -> MethodNotAllowed:
+    return MethodNotAllowed(f"{method} is not allowed on {path}")
 
 
 def _sql(method: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes, settings: DbHandlerSettings) -> Response:
     """CrateDB's `/_sql` over the embedded engine (embedded mode only)."""
     if not settings.embedded:
-        return Response(404, {"error": "this handler runs in CrateDB mode: use CrateDB directly for SQL"})
+        raise NotFound("this handler runs in CrateDB mode: use CrateDB directly for SQL")
     if method != "POST":
-        return _not_allowed(method, "/_sql")
+        raise _not_allowed(method, "/_sql")
     from functions.storage import sql_listener, sqlapi
 
     try:
-        sqlapi.check_basic_auth(compute.header(headers, "Authorization"), settings.users)
+        sqlapi.check_basic_auth(header(headers, "Authorization"), settings.users)
     except Unauthorized as exc:
         status, extra, text = sqlapi.unauthorized_answer(exc)
         return Response(status, text, {k: v for k, v in extra.items() if k != "Content-Type"}, "text/plain")
     limit = settings.sql_max_body_bytes
     try:  # inflated in bounded steps: a small gzip body must not become gigabytes in memory
-        body = sql_listener.inflate(body, compute.header(headers, "Content-Encoding"), limit)
+        body = sql_listener.inflate(body, header(headers, "Content-Encoding"), limit)
     except sql_listener.BodyTooLarge:
         return Response(413, {"error": {"message": f"request body exceeds the limit of {limit} bytes once decompressed "
                                                    "(FINOPS_DB_SQL_MAX_BODY_MB)", "code": 4130}})
     status, answer = sqlapi.handle_sql(
         body,
         engine(settings),
-        default_schema=compute.header(headers, "Default-Schema"),
+        default_schema=header(headers, "Default-Schema"),
         content_encoding=None,
         types="types" in query,
     )
@@ -166,10 +152,10 @@ def _sql(method: str, query: Mapping[str, str], headers: Mapping[str, str], body
 
 def _upload(query: Mapping[str, str], headers: Mapping[str, str], body: bytes, settings: DbHandlerSettings) -> Response:
     started = time.monotonic()
-    db = open_database(compute.header(headers, "Authorization"), settings)
+    db = open_database(header(headers, "Authorization"), settings)
     try:
         request = _request(query)
-        table, errors, numbers = _body(compute.header(headers, "Content-Type") or "", body)
+        table, errors, numbers = _body(header(headers, "Content-Type") or "", body)
         if table.num_rows == 0 and not errors:
             committed = False
             if request.source is not None:  # an empty part still counts; an empty final still commits
@@ -193,7 +179,7 @@ def _upload(query: Mapping[str, str], headers: Mapping[str, str], body: bytes, s
 def _findings(query: Mapping[str, str], headers: Mapping[str, str], body: bytes, settings: DbHandlerSettings) -> Response:
     """`POST /upload/findings?table=T&source=S&run=R`: a run's FOCUS conformance findings (JSON list),
     replacing that run's; reported by the scraper, which checks each snapshot it uploads."""
-    db = open_database(compute.header(headers, "Authorization"), settings)
+    db = open_database(header(headers, "Authorization"), settings)
     try:
         request = _request(query)
         if request.source is None or request.run is None:
@@ -314,7 +300,7 @@ def _verified(user: str, password: str, settings: DbHandlerSettings) -> Database
 
 
 def _candidates(user: str, password: str) -> list[tuple[str, str]]:
-    """As given, then each part base64-decoded where it decodes (spec §9.1)."""
+    """As given, then each part base64-decoded where it decodes (Krateo's handler accepts both)."""
     decoded = (_b64(user), _b64(password))
     return [(user, password)] + ([decoded] if decoded != (user, password) else [])
 
@@ -363,7 +349,7 @@ def _listener(purpose: str, port: int, settings: DbHandlerSettings) -> SqlListen
     """This process's listener for (purpose, DuckDB file); restarted in a forked child (threads do not fork)."""
     import os
 
-    from functions.clients.callers import CallerSettings
+    from functions.settings.callers import CallerSettings
     from functions.storage.sql_listener import Limits, SqlListener
 
     with _lock:

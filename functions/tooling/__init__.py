@@ -1,0 +1,1 @@
+"""Developer tools that generate checked-in files; not in the image."""
