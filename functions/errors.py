@@ -72,6 +72,12 @@ class InvalidInput(FinopsError):
     """The request as a whole is malformed: final, never retried."""
 
 
+class Refused(FinopsError):
+    """A statement a database refused as wrong (syntax, an unknown column): final like bad input, but
+    our code's or a notebook's statement, not the request's own input, so never caught as InvalidInput
+    (an export cycle must not turn it into a `failed` event that blames the data)."""
+
+
 class Unprocessable(InvalidInput):
     """Well-formed but cannot be done as asked (a notebook that fails, a batch whose every event
     conflicts with a stored one): final."""
@@ -152,6 +158,7 @@ class Rule:
 
 ANSWERS: dict[type[FinopsError], Rule] = {
     InvalidInput: Rule(400, "bad input: final, never retried"),
+    Refused: Rule(400, "a statement the database refused: final, never retried"),
     Unauthorized: Rule(401, "no or wrong credentials (WWW-Authenticate names the scheme)"),
     Forbidden: Rule(403, "not allowed here (an outbound URL outside the allow-list)"),
     NotFound: Rule(404, "no such named object or endpoint"),
@@ -208,11 +215,15 @@ def answered(exc: BaseException, logger: str, **context: Any) -> Answer:
 
     got = answer(exc)
     log = get_logger(logger)
+    # the error and its fields only: `details` can carry a notebook's stderr, which is the caller's, not the log's
+    said: dict[str, Any] = {k: got.body[k] for k in ("error", "errors") if k in got.body}
     if isinstance(exc, FinopsError) and got.status < 500:
-        log.warning("request refused", extra={"status": got.status, **context, **got.body})
+        log.warning("request refused", extra={"status": got.status, **context, **said})
     elif isinstance(exc, FinopsError):
         log.error("request failed", exc_info=(type(exc), exc, exc.__traceback__),
-                  extra={"status": got.status, **context, **got.body})
+                  extra={"status": got.status, **context, **said})
+    else:
+        log.error("request failed", extra={"status": got.status, **context, **said})  # traceback: under its id
     return got
 
 

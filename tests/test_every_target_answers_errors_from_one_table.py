@@ -24,6 +24,7 @@ SOURCE = str(Path(main.__file__))
 ERRORS: list[Callable[[], BaseException]] = [
     lambda: errors.InvalidInput("bad", [errors.FieldError("a", "x")]),
     lambda: errors.Unprocessable("cannot", details={"exit_code": 3}),
+    lambda: errors.Refused("SQLParseException[a statement of ours]"),  # not bad input: a cycle answers it 400
     lambda: errors.Unauthorized("who", 'Bearer realm="finops"'),
     lambda: errors.Forbidden("not there"),
     lambda: errors.NotFound("none"),

@@ -29,7 +29,7 @@ import orjson
 from crate import client as crate_client
 from crate.client import exceptions as crate_errors
 
-from functions.errors import Conflict, FinopsError, InvalidInput, Unauthorized, Unavailable
+from functions.errors import Conflict, FinopsError, Refused, Unauthorized, Unavailable
 from functions.logs import get_logger
 from functions.settings.database import database_client_settings
 
@@ -58,7 +58,7 @@ class DatabaseError(FinopsError):
     """A SQL statement failed on the server's side (answered 500, retried)."""
 
 
-class StatementRejected(DatabaseError, InvalidInput):
+class StatementRejected(DatabaseError, Refused):
     """The statement's own fault (syntax, unknown column or table): answered 400, final."""
 
 

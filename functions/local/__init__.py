@@ -1,1 +1,1 @@
-"""See the package README section on layers."""
+"""The local stack's runtime (broker, scheduler, CR store, supervisor): see docs/local-stack.md."""

@@ -70,7 +70,8 @@ def refusal(exc: BaseException) -> Any:
 
 
 def ours(exc: BaseException) -> BaseException:
-    """Flask's and werkzeug's own errors (no route, method, body too large, a crash) as ours."""
+    """Flask's and werkzeug's own errors (no route, method, body too large, a crash) as ours; any other
+    werkzeug code (none is raised before a target runs) answers as bad input (4xx) or ours (5xx)."""
     import flask
     from werkzeug.exceptions import HTTPException, InternalServerError, NotFound, RequestEntityTooLarge
 

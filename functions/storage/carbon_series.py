@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from functions.clients.db import Database
 from functions.storage import tables
+from functions.storage.dialect import quote_ident
 
 Series = dict[str, list[tuple[datetime, float]]]
 """Per region, [(time, gCO2/kWh)], oldest first."""
@@ -35,7 +36,7 @@ class SqlCarbonData:
             return {}
         marks = ", ".join("?" for _ in regions)
         result = self._db.execute(
-            f'SELECT region, "timestamp", intensity FROM "{table}" WHERE region IN ({marks}) '
+            f'SELECT region, "timestamp", intensity FROM {quote_ident(table)} WHERE region IN ({marks}) '
             f'AND "timestamp" >= ? AND "timestamp" < ? ORDER BY region, "timestamp"',
             [*regions, _rfc3339(start), _rfc3339(end)])
         out: Series = {}

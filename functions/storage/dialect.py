@@ -33,7 +33,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from functions.errors import Conflict, FinopsError, InvalidInput, NotFound, Unauthorized, Unavailable
+from functions.errors import Conflict, FinopsError, NotFound, Refused, Unauthorized, Unavailable
 
 NOOP = ""
 """What `translate` returns for a statement that is accepted and does nothing."""
@@ -43,7 +43,8 @@ class SqlError(FinopsError):
     """A CrateDB-coded SQL error: `code` is CrateDB's error code, whose first three digits are its
     HTTP status. Like OSError picks FileNotFoundError by errno, constructing one returns the subclass
     for that status, which is also the error-table class it answers as (SqlError(..., 4041) is a
-    NotFound, 4091 a Conflict, 4000 an InvalidInput, 5000 a 500)."""
+    NotFound, 4091 a Conflict, 4000 Refused, 5000 a 500). The codes we raise map the same through both rules;
+    a 4xx code with no class of its own answers 400 through the table."""
 
     code: int
 
@@ -57,7 +58,7 @@ class SqlError(FinopsError):
         self.code = code
 
 
-class _SqlRefused(SqlError, InvalidInput):
+class _SqlRefused(SqlError, Refused):
     """4xxx with no more specific status: the statement's fault."""
 
 

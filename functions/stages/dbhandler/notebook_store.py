@@ -198,9 +198,11 @@ def run(name: str, code: str, creds: sandbox.DbCredentials, params: dict[str, st
     result = sandbox.run(name, code, creds, params, limits, plan)
     if result.fence_error:
         log.error("notebook fence failed", extra={"notebook": name, "error": result.fence_error})
-    status = 200
+    status = 500  # unless it answers: an unexpected exception is a 500
     try:
-        return outcome(name, result, accept, limits)
+        answer = outcome(name, result, accept, limits)
+        status = answer.status
+        return answer
     except FinopsError as exc:
         status = exc.status
         raise

@@ -17,6 +17,7 @@ from functions.clients.db import Database
 from functions.errors import FieldError, FinopsError, InvalidInput
 from functions.stages.dbhandler import columns
 from functions.storage import tables
+from functions.storage.dialect import quote_ident
 
 PARTS_TABLE = "finops_upload_parts"
 _PARTS_DDL = (
@@ -90,7 +91,7 @@ class Target:
                 continue
             ctype = "INTEGER" if col == tables.STAGING_PART else self.sql_types.get(col, tables.STRING)
             try:
-                db.execute(f'ALTER TABLE "{table}" ADD COLUMN "{col}" {ctype}')
+                db.execute(f"ALTER TABLE {quote_ident(table)} ADD COLUMN {quote_ident(col)} {ctype}")
             except FinopsError:
                 if col not in _columns_of(db, table):  # a concurrent part may have added it first
                     raise
