@@ -8,8 +8,11 @@ behaves the same in a cluster and on a laptop. Rules:
   field is named (`spec.exporterConfig.pollingInterval: invalid Go duration ...`), metadata.name and
   metadata.namespace included (Kubernetes' DNS-1123 rules: functions read them back from events
   and use them as file names, so a name the rules refuse gets no event, not even on deletion);
-- the Secrets it references (`api.endpointRef`, `passwordSecretRef` + key) and the DatabaseConfig a
-  scraper writes with must exist: a missing one is named too, and retried (it may be applied later);
+- the Secrets it references (`api.endpointRef`, `passwordSecretRef` + key, an InferenceConfig's
+  `krateo` storage endpointRef), the DatabaseConfig a scraper writes with and the InferenceConfig an
+  InferenceRun runs must exist: a missing one is named too, and retried (it may be applied later);
+- an InferenceRun's `spec.schedule` must be one a PingSource takes (functions.models.cron): 6 and 7
+  fields pass Krateo's pattern but are refused, `spec.schedule` named with the reason in the status;
 - a valid CR gets `io.finops.cr.applied` (subject `<Kind>/<ns>/<name>`, data = the validated CR) and its
   PingSources (owner references to the CR); an invalid one gets neither, and its PingSources are
   removed until it is fixed (a schedule that can only fail would fill the dead-letter sink);
@@ -28,7 +31,7 @@ from pydantic import BaseModel, ValidationError
 
 from functions import events
 from functions.errors import FieldError, field_errors
-from functions.models import crs, k8s
+from functions.models import crs, inference, k8s
 from functions.models.k8s import conditions
 from functions.models.k8s import now_rfc3339 as now_rfc3339  # re-exported: operator/handlers.py
 from functions.models.names import label_problem, subdomain_problem
@@ -124,13 +127,13 @@ def reconcile(body: Mapping[str, Any], lookup: Lookup, broker_namespace: str = B
     model, errors = validate(body, info)
     if model is None:
         return Reconciliation(**base, errors=errors)
+    try:  # before the references: a schedule that can never run is final, a missing Secret is retried
+        plans = plan(model, broker_namespace)
+    except ValueError as exc:  # a schedule PingSource cannot take (ScheduleRefused names its field)
+        return Reconciliation(**base, errors=[FieldError(str(getattr(exc, "loc", "spec")), str(exc))])
     missing = list(check_references(model, lookup))
     if missing:
         return Reconciliation(**base, missing=missing)
-    try:
-        plans = plan(model, broker_namespace)
-    except ValueError as exc:  # the models validate durations; kept so a new kind cannot crash the bridge
-        return Reconciliation(**base, errors=[FieldError("spec", str(exc))])
     return Reconciliation(**base, event=applied_event(model, info), plans=plans)
 
 
@@ -164,6 +167,17 @@ def check_references(model: BaseModel, lookup: Lookup) -> Iterator[FieldError]:
             ref = node.scraper_database_config_ref
             if lookup("DatabaseConfig", ref.namespace, ref.name) is None:
                 yield FieldError(f"{path}.scraperDatabaseConfigRef", f"DatabaseConfig {ref.namespace}/{ref.name} not found")
+        elif isinstance(node, inference.InferenceRunSpec):
+            ref = node.config_ref
+            if lookup(inference.InferenceConfig.KIND, ref.namespace, ref.name) is None:
+                yield FieldError(f"{path}.configRef", f"InferenceConfig {ref.namespace}/{ref.name} not found")
+        elif isinstance(node, inference.StorageSpec):
+            for side in ("input", "output"):
+                krateo = node.krateo(side)  # its shape was checked by the model
+                secret_ref = krateo.api.endpoint_ref if krateo is not None else None
+                if secret_ref is not None and lookup(SECRET, secret_ref.namespace, secret_ref.name) is None:
+                    yield FieldError(f"{path}.{side}.{inference.KRATEO_STORAGE}.api.endpointRef",
+                                     f"Secret {secret_ref.namespace}/{secret_ref.name} not found")
 
 
 def walk(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:

@@ -10,6 +10,7 @@
     finops validate FILE | KIND/NS/NAME [--version V] [--json]   FOCUS findings; exit 1 on an error finding
     finops demo [--serve]
     finops events generate --rate N --duration S [--target URL] [--batch B] [--broker] [--seed K]
+    finops forecast serve [--model-dir DIR] [--port P]   the forecaster's KServe v2 server (the forecast extra)
 
 Every command takes --state DIR (default ./.state). User errors print one clear message and exit 2.
 """
@@ -32,6 +33,7 @@ import yaml
 
 from functions import events
 from functions.errors import FinopsError
+from functions.stages.forecaster import flags as forecaster_flags  # argparse only: no kserve, no numpy
 
 _HERE = Path(__file__).resolve().parent
 
@@ -522,6 +524,18 @@ def _refuse_without_demo(exc: ModuleNotFoundError, command: str) -> None:
                         "(the container image ships the runtime only): run it from a checkout") from exc
 
 
+def cmd_forecast_serve(args: argparse.Namespace) -> int:
+    """The forecaster's KServe model server, in the foreground: needs the `forecast` extra."""
+    try:
+        from functions.stages.forecaster import server
+    except ModuleNotFoundError as exc:
+        message = forecaster_flags.missing_extra(exc, "finops forecast serve")
+        if message is None:
+            raise
+        raise UserError(message) from exc
+    return server.serve(forecaster_flags.options(args))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     try:
         from functions.demo import demo
@@ -598,6 +612,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--token-file", default=None, help="file of the caller token sent with --target "
                      "(default: $FINOPS_AUTH_TOKEN_FILE; the running stack's own otherwise)")
     gen.set_defaults(func=cmd_events_generate)
+    fc = sub.add_parser("forecast", help="the forecaster").add_subparsers(dest="forecast_command", required=True, metavar="ACTION")
+    serve = fc.add_parser("serve", help="serve forecasts over KServe's v2 protocol (needs the forecast extra)")
+    forecaster_flags.add_arguments(serve)
+    serve.set_defaults(func=cmd_forecast_serve)
     demo = sub.add_parser("demo", parents=[common], help="run the whole pipeline on sample data")
     demo.add_argument("--serve", action="store_true", help="keep the stack running afterwards")
     demo.set_defaults(func=cmd_demo)

@@ -33,6 +33,8 @@ CR_RECONCILED = "io.finops.cr.reconciled"
 OPTIMIZATION_COMPUTED = "io.finops.optimization.computed"
 OPTIMIZATION_LABELLED = "io.finops.optimization.labelled"
 OPTIMIZATION_SKIPPED = "io.finops.optimization.skipped"
+INFERENCE_COMPLETED = "io.finops.inference.completed"
+INFERENCE_FAILED = "io.finops.inference.failed"
 
 CATALOGUE: dict[str, str] = {
     PING: "PingSource tick; data names the config to run: {kind, namespace, name}.",
@@ -49,6 +51,8 @@ CATALOGUE: dict[str, str] = {
     OPTIMIZATION_LABELLED: "Reply of the optimizer to its day-2 ping: the compositions labelled for an UPDATE admission; data {labelled, compositions, value}. Terminal.",
     OPTIMIZATION_COMPUTED: "The optimizer patched a composition at admission; subject <kind>/<namespace>/<name>, data {operation, rightsizing | placement, reasons}. Terminal: audit and alerting may subscribe.",
     OPTIMIZATION_SKIPPED: "An admission went through unchanged because the optimizer failed or ran out of time (fail open); data {operation, uid, reason}. Terminal: alerting may subscribe.",
+    INFERENCE_COMPLETED: "Reply of inference_runner: an InferenceRun's Contract ran (input notebook, KServe v2 infer, output notebook); subject InferenceRun/<namespace>/<name>, data {run, uid, generation, runId, jobName, trigger, predictions, inputShape, attempts, startedAt, finishedAt}. Terminal: consumers of the forecasts may subscribe.",
+    INFERENCE_FAILED: "Reply of inference_runner: a run failed at one step (contract 2, input 3, infer 4, output 5: Krateo's runner exit codes) after its tries (a run that fails before its output step stores nothing); the run's status says Ready=False naming the step; data {run, uid, generation, runId, step, exitCode, error, errors, attempts, retryable}. Terminal: alerting may subscribe.",
 }
 
 

@@ -18,7 +18,8 @@ from functions.serving import answers, gate, wiring
 if TYPE_CHECKING:
     import flask
 
-TARGETS = ("exporter", "scraper", "dbhandler", "aicost", "aicost_metrics", "focus_ingest", "notebooks", "optimizer")
+TARGETS = ("exporter", "scraper", "dbhandler", "aicost", "aicost_metrics", "focus_ingest", "notebooks", "optimizer",
+           "inference_runner")
 """Every functions-framework target of this source (FUNCTION_TARGET); a test keeps it equal to the targets defined here."""
 
 
@@ -205,6 +206,22 @@ def optimizer(request: flask.Request) -> flask.Response:
         return answers.json_ok(admission.handle(body, built))
 
     return gate.serve(request, "optimizer", run, get=True, check=check)
+
+
+@functions_framework.http
+def inference_runner(request: flask.Request) -> flask.Response:
+    """POST CloudEvent (an InferenceRun applied, or its schedule's ping): run its Contract once (input
+    notebook -> KServe v2 infer -> output notebook); the outcome in the run's status and the reply."""
+    from functions.settings.inference import InferenceRunnerSettings
+    from functions.stages import inference_runner as stage
+
+    def run() -> flask.Response:
+        event = answers.event(request)
+        out = stage.handle(event.type, event.subject, event.data, event.id, wiring.reader(), wiring.status_writer(),
+                           InferenceRunnerSettings.from_env())
+        return answers.empty() if out is None else answers.reply(out.type, out.subject, out.data)
+
+    return gate.serve(request, "inference_runner", run)
 
 
 def _serve_snapshot(request: flask.Request) -> flask.Response:

@@ -143,6 +143,7 @@ CALLS: dict[tuple[str, str], Request] = {
     ("aicost_metrics", "GET /metrics (cost totals)"): lambda: ("GET", "/metrics", {}, b""),
     ("focus_ingest", "POST / (write a FOCUS row)"): lambda: ("POST", "/", *_cr_applied("FocusConfig")),
     ("notebooks", "POST / (upload a notebook)"): lambda: ("POST", "/", *_cr_applied("Notebook")),
+    ("inference_runner", "POST / (run an InferenceRun)"): lambda: ("POST", "/", *_cr_applied("InferenceRun")),
     ("optimizer", "POST / (day-2 ping: label compositions)"): lambda: ("POST", "/", *_event(events.PING, {"compositions": []}, finopstarget="optimizer")),
     ("optimizer", "POST / (AdmissionReview over plain HTTP)"): lambda: ("POST", "/", *_review()),
     ("optimizer", "POST / (AdmissionReview over plain HTTP claiming TLS by X-Forwarded-*)"): lambda: (

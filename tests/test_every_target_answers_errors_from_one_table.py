@@ -46,6 +46,7 @@ RAISE_AT: dict[str, tuple[str, str, dict[str, Any]]] = {
     "aicost_metrics": ("functions.stages.aicost_ingest", "database", {"method": "GET", "path": "/metrics"}),
     "focus_ingest": ("functions.stages.focus_ingest", "handle", {"event": True}),
     "notebooks": ("functions.stages.notebooks", "handle", {"event": True}),
+    "inference_runner": ("functions.stages.inference_runner", "handle", {"event": True}),
     "optimizer": ("functions.stages.optimizer.deps", "current", {"method": "GET", "path": "/optimize",
                                                                  "headers": {"Authorization": "Basic dTpw"}}),
 }

@@ -24,6 +24,8 @@ EXPORTS = {
     "functions.stages.aicost_metrics": ["BURN_METRIC", "COST_METRIC", "EVENTS_METRIC", "handle"],
     "functions.stages.focus_ingest": ["handle", "row"],
     "functions.stages.notebooks": ["handle"],
+    "functions.stages.inference_runner": ["handle"],
+    "functions.stages.forecaster": ["flags", "forecast", "server"],  # the submodules need the forecast extra
     "functions.stages.dbhandler.router": ["check_credentials", "current_settings", "dispatch", "engine", "handle"],
     "functions.stages.optimizer": ["admission", "label", "optimize"],
     "functions.stages.optimizer.admission": ["fail_open", "handle"],

@@ -7,7 +7,9 @@ the models and by `resource_path`, which also keeps every path inside the store)
 0600 in 0700 directories, since Secrets hold passwords. Like the API server, the store assigns uid, generation (bumped when
 spec changes) and creationTimestamp; like the bridge, it derives the PingSources a CR needs
 (functions.models.pingsources) and stores them as kind PingSource for the local scheduler, deleting
-them with their owner. An apply that changes nothing emits nothing, like a watch.
+them with their owner. An apply that changes nothing emits nothing, like a watch. A schedule no
+PingSource takes (an InferenceRun's 6- or 7-field cron) is refused at apply, naming `spec.schedule` and
+why: the store has no status of its own to say it in later, where the bridge writes it in the CR's status.
 """
 
 from __future__ import annotations
@@ -162,6 +164,11 @@ class CrStore:
             errors = field_errors(exc)
             detail = "; ".join(f"{e.loc}: {e.msg}" for e in errors)
             raise InvalidInput(f"{label} is invalid: {detail}", errors) from exc
+        try:
+            pingsources_for(doc)
+        except ValueError as exc:  # a schedule no PingSource takes (ScheduleRefused names its field)
+            loc = str(getattr(exc, "loc", "spec"))
+            raise InvalidInput(f"{label} is invalid: {loc}: {exc}", [FieldError(loc, str(exc))]) from exc
         return kind, doc
 
     def _store(self, kind: str, doc: dict[str, Any]) -> Change:

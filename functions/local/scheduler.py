@@ -6,7 +6,9 @@ one Knative's PingSource sends: type dev.knative.sources.ping, source
 /apis/v1/namespaces/<ns>/pingsources/<name>, the spec's data, and its ceOverrides extensions.
 Cron: the five standard fields (numbers, `*`, ranges, steps, lists; names not supported), evaluated
 in the PingSource's timezone (UTC by default). Day-of-month and day-of-week combine with OR when both
-are restricted, as in cron(8). Ticks carry the caller token (`token`) the broker's ingress requires.
+are restricted, as in cron(8) (the matcher is functions.models.cron's, which also checks the
+schedules the bridge and the CR store derive PingSources from). Ticks carry the caller token
+(`token`) the broker's ingress requires.
 """
 
 from __future__ import annotations
@@ -25,54 +27,11 @@ from functions import events
 from functions.local.broker import load_manifests
 from functions.local.crstore import CrStore
 from functions.logs import get_logger
+from functions.models.cron import Cron, parse_field
+
+__all__ = ["Cron", "Scheduler", "due", "parse_field", "ping_event"]
 
 log = get_logger("local.scheduler")
-_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
-
-
-def parse_field(text: str, low: int, high: int) -> frozenset[int]:
-    """One cron field -> the set of values it allows; ValueError naming the bad part."""
-    values: set[int] = set()
-    for part in text.split(","):
-        base, _, step_text = part.partition("/")
-        step = int(step_text) if step_text else 1
-        if base == "*":
-            start, end = low, high
-        elif "-" in base:
-            a, b = base.split("-", 1)
-            start, end = int(a), int(b)
-        else:
-            start = int(base)
-            end = high if step_text else start
-        if step < 1 or not (low <= start <= end <= high):
-            raise ValueError(f"cron field {text!r}: {part!r} is outside {low}-{high}")
-        values.update(range(start, end + 1, step))
-    return frozenset(values)
-
-
-class Cron:
-    """A parsed five-field cron expression."""
-
-    def __init__(self, expr: str) -> None:
-        fields = expr.split()
-        if len(fields) != 5:
-            raise ValueError(f"cron expression {expr!r} must have 5 fields")
-        try:
-            self.minute, self.hour, self.dom, self.month, dow = (
-                parse_field(f, lo, hi) for f, (lo, hi) in zip(fields, _RANGES, strict=True))
-        except ValueError as exc:
-            raise ValueError(f"invalid cron expression {expr!r}: {exc}") from exc
-        self.dow = frozenset(d % 7 for d in dow)
-        self.dom_any, self.dow_any = fields[2] == "*", fields[4] == "*"
-        self.expr = expr
-
-    def matches(self, t: datetime) -> bool:
-        if t.minute not in self.minute or t.hour not in self.hour or t.month not in self.month:
-            return False
-        dom_ok, dow_ok = t.day in self.dom, (t.isoweekday() % 7) in self.dow
-        if self.dom_any or self.dow_any:
-            return dom_ok and dow_ok
-        return dom_ok or dow_ok
 
 
 def ping_event(pingsource: dict[str, Any]) -> events.Event:

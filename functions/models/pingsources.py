@@ -7,10 +7,15 @@
 - ExporterScraperConfig with only a scraperConfig -> one PingSource `<name>-scraper` at
   `spec.scraperConfig.pollingInterval`: no exporter runs, so the scraper needs a timer, like a ScraperConfig.
 - ScraperConfig -> one PingSource `<name>-scraper` at `spec.pollingInterval`.
-- Every other kind (DatabaseConfig, ...) -> none.
+- InferenceRun with a `spec.schedule` -> one PingSource `<name>-inference` at that cron
+  (functions.models.cron: 5 fields verbatim, `@daily` and the other descriptors as the 5 fields
+  Knative reads them as; 6 and 7 fields raise ScheduleRefused, a ValueError whose `loc` is
+  `spec.schedule`). The original schedule is kept in an annotation. Without a schedule: none (it runs
+  once, on io.finops.cr.applied).
+- Every other kind (DatabaseConfig, InferenceConfig, ...) -> none.
 
 The tick carries `data = {kind, namespace, name}` and CloudEvent extensions `finopstarget`
-(exporter|scraper, what the Triggers filter on), `kind`, `crnamespace`, `crname`. Intervals that cron
+(exporter|scraper|inference, what the Triggers filter on), `kind`, `crnamespace`, `crname`. Intervals that cron
 cannot express are rounded by `durations.to_schedule`, whose note is kept in an annotation.
 """
 
@@ -24,13 +29,15 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from functions.models import crs
+from functions.models import crs, inference
+from functions.models.cron import pingsource_cron
 from functions.models.durations import Schedule, format_go_duration, parse_go_duration, to_schedule
 
 BROKER = "default"
 BROKER_NAMESPACE = "finops"
 ANNOTATION_INTERVAL = "finops.krateo.io/polling-interval"
 ANNOTATION_NOTE = "finops.krateo.io/schedule-note"
+ANNOTATION_SCHEDULE = "finops.krateo.io/schedule"
 LABEL_OWNER_KIND = "finops.krateo.io/owner-kind"
 LABEL_OWNER_NAME = "finops.krateo.io/owner-name"
 _MAX_NAME = 63
@@ -67,6 +74,11 @@ def plan(cr: Mapping[str, Any] | BaseModel, broker_namespace: str = BROKER_NAMES
         return []
     if isinstance(model, crs.ScraperConfig):
         return [_plan(model, "scraper", model.spec.polling_interval, "", broker_namespace)]
+    if isinstance(model, inference.InferenceRun) and model.spec.schedule is not None:
+        ping = pingsource_cron(model.spec.schedule)  # ScheduleRefused for 6 and 7 fields
+        schedule = Schedule(ping.cron, 0, ping.note)  # seconds 0: a cron has no single period
+        manifest = _manifest(model, inference.PING_TARGET, schedule, {ANNOTATION_SCHEDULE: ping.original}, broker_namespace)
+        return [PingPlan(inference.PING_TARGET, schedule, manifest, ping.note)]
     return []
 
 
@@ -88,7 +100,7 @@ def pingsource_name(cr_name: str, purpose: str) -> str:
 def _as_model(cr: Mapping[str, Any] | BaseModel) -> BaseModel:
     if isinstance(cr, BaseModel):
         return cr
-    model = crs.COLLECTION_KINDS.get(str(cr.get("kind", "")))
+    model = {**crs.COLLECTION_KINDS, **inference.INFERENCE_KINDS}.get(str(cr.get("kind", "")))
     if model is None:
         return crs.DatabaseConfig.model_construct()  # no schedule for unknown kinds
     return model.model_validate(dict(cr))
@@ -97,10 +109,18 @@ def _as_model(cr: Mapping[str, Any] | BaseModel) -> BaseModel:
 def _plan(model: Any, purpose: str, interval: str, extra_note: str, broker_namespace: str) -> PingPlan:
     schedule = to_schedule(parse_go_duration(interval))
     note = "; ".join(n for n in (schedule.note, extra_note) if n)
-    meta = model.metadata
     annotations = {ANNOTATION_INTERVAL: format_go_duration(parse_go_duration(interval))}
-    if note:
-        annotations[ANNOTATION_NOTE] = note
+    manifest = _manifest(model, purpose, Schedule(schedule.cron, schedule.seconds, note), annotations, broker_namespace)
+    return PingPlan(purpose, schedule, manifest, note)
+
+
+def _manifest(model: Any, purpose: str, schedule: Schedule, annotations: dict[str, str],
+              broker_namespace: str) -> dict[str, Any]:
+    """The PingSource of one CR: its cron, the note (when there is one) and the tick naming the CR."""
+    meta = model.metadata
+    annotations = dict(annotations)
+    if schedule.note:
+        annotations[ANNOTATION_NOTE] = schedule.note
     metadata: dict[str, Any] = {
         "name": pingsource_name(meta.name, purpose),
         "namespace": meta.namespace,
@@ -115,7 +135,7 @@ def _plan(model: Any, purpose: str, interval: str, extra_note: str, broker_names
             "uid": meta.uid, "controller": True, "blockOwnerDeletion": True,
         }]
     data = {"kind": model.KIND, "namespace": meta.namespace, "name": meta.name}
-    manifest = {
+    return {
         "apiVersion": "sources.knative.dev/v1",
         "kind": "PingSource",
         "metadata": metadata,
@@ -132,4 +152,3 @@ def _plan(model: Any, purpose: str, interval: str, extra_note: str, broker_names
                              "name": BROKER, "namespace": broker_namespace}},
         },
     }
-    return PingPlan(purpose, schedule, manifest, note)

@@ -14,7 +14,8 @@ from typing import Any
 from pydantic import BaseModel
 
 MODEL_REGISTRIES: tuple[str, ...] = ("functions.models.crs:COLLECTION_KINDS", "functions.models.aicost:AICOST_KINDS",
-                                   "functions.models.focus:FOCUS_KINDS", "functions.models.notebooks:NOTEBOOK_KINDS",)
+                                   "functions.models.focus:FOCUS_KINDS", "functions.models.notebooks:NOTEBOOK_KINDS",
+                                   "functions.models.inference:INFERENCE_KINDS",)
 
 _SHORT_NAMES: dict[str, tuple[str, ...]] = {"DatabaseConfig": ("dbconf",)}
 """Krateo's short names (its DatabaseConfig CRD declares `dbconf`); a model may also declare a SHORT_NAMES ClassVar."""

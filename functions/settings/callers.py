@@ -24,6 +24,7 @@ AUDIENCE_PREFIX = "finops-functions/"
 BODY_LIMITS: dict[str, int] = {
     "dbhandler": 128 << 20, "aicost": 32 << 20, "notebooks": 8 << 20, "focus_ingest": 8 << 20,
     "optimizer": 8 << 20, "exporter": 1 << 20, "scraper": 1 << 20, "aicost_metrics": 64 << 10,
+    "inference_runner": 8 << 20,
 }
 
 

@@ -13,6 +13,7 @@ from functions.settings.callers import CallerSettings
 from functions.settings.collection import CollectionSettings
 from functions.settings.database import DatabaseClientSettings, DbHandlerSettings
 from functions.settings.focus import FocusSettings
+from functions.settings.inference import InferenceRunnerSettings
 from functions.settings.notebooks import NotebookRunSettings, NotebookSettings
 from functions.settings.optimizer import OptimizerSettings
 
@@ -27,6 +28,7 @@ def all_settings() -> dict[str, type[_EnvSettings]]:
         "dbhandler (notebook runs)": NotebookRunSettings,
         "aicost, aicost_metrics": AICostSettings,
         "optimizer": OptimizerSettings,
+        "inference_runner": InferenceRunnerSettings,
         "every database client": DatabaseClientSettings,
         "every function (callers, request size)": CallerSettings,
     }
