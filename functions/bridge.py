@@ -18,7 +18,10 @@ behaves the same in a cluster and on a laptop. Rules:
   removed until it is fixed (a schedule that can only fail would fill the dead-letter sink);
 - status (Krateo style): `Ready` (Available/Unavailable) and `Synced` (ReconcileSuccess/ReconcileError)
   with a message, `observedGeneration`, and `schedules` listing each PingSource's cron and the note
-  saying what was chosen when cron cannot express the interval.
+  saying what was chosen when cron cannot express the interval. The bridge owns Ready and Synced only:
+  conditions of other types (an InferenceRun's `Succeeded`, written by the inference runner; a cycle's
+  `Degraded`) are kept from the status it is given, which operator/handlers.py reads again just before
+  writing (the status patch replaces the whole list).
 """
 
 from __future__ import annotations
@@ -276,7 +279,8 @@ def _contains(have: Any, want: Any) -> bool:
 
 
 def status(rec: Reconciliation, old: Mapping[str, Any] | None, now: str) -> dict[str, Any]:
-    """The status to write after a reconcile (delivery failures use `delivery_failed`)."""
+    """The status to write after a reconcile (delivery failures use `delivery_failed`): Ready and Synced
+    replaced, every other condition type of `old` kept (another writer's)."""
     old_conditions = list((old or {}).get("conditions") or [])
     if rec.ok:
         conds = conditions(old_conditions, True, "Available", True, "ReconcileSuccess", rec.message, now)

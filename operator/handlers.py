@@ -112,19 +112,18 @@ def apply(body: kopf.Body, patch: kopf.Patch, reason: str, logger: kopf.Logger, 
         rec = bridge.reconcile(dict(body), _lookup, os.environ.get("FINOPS_BROKER_NAMESPACE") or "finops")
     except FinopsError as exc:  # the API server could not be read: try again later
         raise kopf.TemporaryError(str(exc), delay=_retry_seconds()) from exc
-    old = dict(body.get("status") or {})
     now = bridge.now_rfc3339()
     try:
         _sync_pingsources(rec)
         if rec.event is not None and (reason != "resume" or bridge.needs_event(dict(body))):
             _send(rec.event)
     except (FinopsError, OSError) as exc:
-        _write_status(patch, rec, bridge.delivery_failed(rec, old, str(exc), now))
+        _write_status(patch, rec, bridge.delivery_failed(rec, _fresh_status(body, rec), str(exc), now))
         raise kopf.TemporaryError(str(exc), delay=_retry_seconds()) from exc
     except Exception as exc:  # an ApiException from the kubernetes client
-        _write_status(patch, rec, bridge.delivery_failed(rec, old, _api_error(exc), now))
+        _write_status(patch, rec, bridge.delivery_failed(rec, _fresh_status(body, rec), _api_error(exc), now))
         raise kopf.TemporaryError(_api_error(exc), delay=_retry_seconds()) from exc
-    _write_status(patch, rec, bridge.status(rec, old, now))
+    _write_status(patch, rec, bridge.status(rec, _fresh_status(body, rec), now))
     if not rec.ok:
         kopf.warn(body, reason="ReconcileError", message=rec.message)
         logger.warning("%s is not valid: %s", rec.ref, rec.message)
@@ -150,6 +149,20 @@ def delete(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         raise kopf.TemporaryError(str(exc), delay=_retry_seconds()) from exc
     except Exception as exc:
         raise kopf.TemporaryError(_api_error(exc), delay=_retry_seconds()) from exc
+
+
+def _fresh_status(body: kopf.Body, rec: bridge.Reconciliation) -> dict[str, Any]:
+    """The CR's status as stored now, not as this handler's body had it: the status patch replaces the
+    whole conditions list, and bridge.status() keeps the types it does not own (an InferenceRun's
+    Succeeded, written by the runner meanwhile) from what it is given. The body's when the read fails."""
+    if rec.has_status:
+        try:
+            stored = _lookup(rec.kind, rec.namespace, rec.name)
+        except FinopsError:
+            stored = None
+        if stored is not None:
+            return dict(stored.get("status") or {})
+    return dict(body.get("status") or {})
 
 
 def _write_status(patch: kopf.Patch, rec: bridge.Reconciliation, status: dict[str, Any]) -> None:

@@ -9,7 +9,8 @@ Cases:
   Secret reference, wrong apiVersion, unknown kind) and produce no event and no PingSource;
 - referenced objects: a missing Secret, a missing Secret key, a missing DatabaseConfig are named and
   marked for retry;
-- conditions keep lastTransitionTime while their status holds, and change it when it flips;
+- conditions keep lastTransitionTime while their status holds, and change it when it flips; the
+  bridge replaces Ready and Synced only, keeping another writer's types (the runner's Succeeded);
 - stale PingSources: owned ones not wanted any more are listed, others' never;
 - every registered kind of our groups is watched; resume re-announces only changed specs.
 """
@@ -198,6 +199,17 @@ def test_conditions_keep_their_transition_time_until_they_flip() -> None:
     assert [(c["type"], c["status"], c["lastTransitionTime"]) for c in failed["conditions"]] == [
         ("Ready", "True", "T1"), ("Synced", "False", "T4")]
     assert "sink down" in failed["conditions"][1]["message"]
+
+
+def test_the_bridge_keeps_other_writers_condition_types() -> None:
+    runners = {"type": "Succeeded", "status": "False", "lastTransitionTime": "T0", "reason": "InferFailed",
+               "message": "infer step failed (Krateo exit code 4): 503"}
+    ok = bridge.reconcile(esc(), lookup)
+    written = bridge.status(ok, {"conditions": [runners]}, "T1")
+    assert [c["type"] for c in written["conditions"]] == ["Ready", "Synced", "Succeeded"]
+    assert written["conditions"][2] == runners
+    failed = bridge.delivery_failed(ok, written, "sink down", "T2")
+    assert failed["conditions"][2] == runners
 
 
 def test_stale_pingsources_are_only_our_own() -> None:

@@ -9,13 +9,19 @@ is mocked.
 Cases:
 - success, through the real functions-framework target: the forecast rows are stored (jobuid = the
   run's uid, poduid = the run id, counter = horizon index, the seasonal naive values), the reply is
-  io.finops.inference.completed, the status says Ready=True with lastRun Succeeded and
+  io.finops.inference.completed, the status says Succeeded=True with lastRun Succeeded and
   status.contract (base64) equals the Contract's bytes; the model got one FP32 [1, L, 1] tensor
   named modelInputName at modelUrl with http:// put in front; the stored run still validates;
-- redelivery: the same event again runs nothing; a run in progress is not started twice, a stale
-  one is; a new generation runs again under a new run id;
+- conditions: the runner writes only its own `Succeeded` (Unknown while running, True, False with the
+  step's reason), merged into the conditions read just before its patch: the bridge's Ready and
+  Synced written meanwhile stay, and the bridge's status keeps Succeeded in turn;
+- modelUrl: a scheme in capitals is a scheme (not prefixed again); a link-local address is refused
+  unless FINOPS_OUTBOUND_ALLOW_LINK_LOCAL lists it;
+- redelivery: the same event again runs nothing; a run in progress is not started twice (503 with
+  Retry-After, so the broker keeps the event), a stale one is; a new generation runs again under a
+  new run id;
 - a failing model: 5xx is tried FINOPS_INFERENCE_MAX_ATTEMPTS times then fails the infer step
-  (exit code 4, InferFailed, io.finops.inference.failed, retryable), nothing stored; a 400 fails at
+  (exit code 4, Succeeded=False InferFailed, io.finops.inference.failed, retryable), nothing stored; a 400 fails at
   once; one 503 then success is retried and succeeds; a missing output notebook fails the output step;
 - empty input: no rows (tritoninput's 422) and `{"result": []}` both fail the input step (exit 3)
   saying so; the model is never called;
@@ -50,10 +56,10 @@ from dbhandler_server import DbHandler, start_dbhandler
 from functions_framework import create_app
 from v2_infer_server import ModelServer, model_server, seasonal_naive
 
-from functions import events, main
+from functions import bridge, events, main
 from functions.clients import kube
 from functions.codecs import inference_contract as ic
-from functions.errors import InvalidInput, Misconfigured
+from functions.errors import InvalidInput, Misconfigured, Unavailable
 from functions.local.crstore import CrStore
 from functions.models.inference import InferenceRun
 from functions.models.k8s import now_rfc3339
@@ -219,9 +225,9 @@ def test_a_run_stores_its_forecast_and_reports_it(stack: Stack, handler: DbHandl
         "attempts": {"input": 1, "infer": 1, "output": 1}, "startedAt": None, "finishedAt": None}
     expected = seasonal_naive(SERIES, SEASON, HORIZON)
     assert stack.rows(handler) == [[uid, last["runId"], v, i] for i, v in enumerate(expected)]
-    assert conditions_of(run)["Ready"] | {"lastTransitionTime": None} == {
-        "type": "Ready", "status": "True", "reason": "Available", "lastTransitionTime": None, "message": last["message"]}
-    assert conditions_of(run)["Synced"]["reason"] == "ReconcileSuccess"
+    assert conditions_of(run)["Succeeded"] | {"lastTransitionTime": None} == {
+        "type": "Succeeded", "status": "True", "reason": "Succeeded", "lastTransitionTime": None, "message": last["message"]}
+    assert not {"Ready", "Synced"} & set(conditions_of(run))  # the bridge's, never the runner's
     assert (last["outcome"], last["exitCode"], last["predictions"], last["generation"], run["status"]["attempts"]) == (
         "Succeeded", 0, HORIZON, 1, 3)
     stored_config = stack.store.get("InferenceConfig", NS, "forecaster")
@@ -257,11 +263,77 @@ def test_a_run_in_progress_is_not_started_twice_but_a_stale_one_is(stack: Stack,
     writer = kube.LocalStatusWriter(stack.state)
     writer.set_conditions("InferenceRun", NS, "forecast", [], {"lastRun": {
         "key": key, "uid": uid, "outcome": "Running", "startedAt": now_rfc3339()}})
-    assert stack.handle(applied) is None and not model.calls
+    with pytest.raises(Unavailable, match="not started twice") as refused:  # 503: the broker delivers it again
+        stack.handle(applied)
+    assert 60 < refused.value.retry_after <= 121 and refused.value.status == 503 and not model.calls
     writer.set_conditions("InferenceRun", NS, "forecast", [], {"lastRun": {
         "key": key, "uid": uid, "outcome": "Running", "startedAt": "2020-01-01T00:00:00Z"}})
     reply = stack.handle(applied)
     assert reply is not None and reply.type == events.INFERENCE_COMPLETED and len(model.calls) == 1
+
+
+# ---- conditions: each writer its own types --------------------------------------------------------
+
+
+class BridgeMeanwhile(kube.LocalStatusWriter):
+    """The local status writer, with the bridge writing Ready/Synced (as operator/handlers.py does, from
+    the status it read) right after the runner's first patch: what a resync during a run does."""
+
+    def __init__(self, stack: Stack) -> None:
+        super().__init__(stack.state)
+        self.stack, self.seen = stack, list[str]()
+
+    def set_conditions(self, kind: str, namespace: str, name: str, conditions: list[dict[str, Any]],
+                       extra: dict[str, Any] | None = None) -> None:
+        super().set_conditions(kind, namespace, name, conditions, extra)
+        self.seen.append(next(c["status"] for c in conditions if c["type"] == "Succeeded"))
+        if len(self.seen) == 1:
+            body = self.stack.run()
+            rec = bridge.reconcile(body, lambda k, ns, n: self.stack.reader.get(k, ns, n) if k != "Secret"
+                                   else self.stack.reader.get_secret(ns, n))
+            status = bridge.status(rec, body.get("status"), now_rfc3339())
+            super().set_conditions(kind, namespace, name, status["conditions"], {"observedGeneration": 1})
+
+
+def test_the_runner_and_the_bridge_keep_each_others_conditions(stack: Stack, model: ModelServer) -> None:
+    (applied,) = stack.apply(config(model), run_doc(stack.table))[-1:]
+    writer = BridgeMeanwhile(stack)
+    reply = inference_runner.handle(applied.type, applied.subject, applied.data, applied.id, stack.reader, writer, SETTINGS)
+    assert reply is not None and reply.type == events.INFERENCE_COMPLETED and writer.seen == ["Unknown", "True"]
+    conds = conditions_of(stack.run())
+    assert {t: (c["status"], c["reason"]) for t, c in conds.items()} == {
+        "Ready": ("True", "Available"), "Synced": ("True", "ReconcileSuccess"), "Succeeded": ("True", "Succeeded")}
+    # the bridge's next resync keeps the runner's outcome
+    body = stack.run()
+    rec = bridge.reconcile(body, lambda k, ns, n: stack.reader.get(k, ns, n) if k != "Secret" else stack.reader.get_secret(ns, n))
+    again = {c["type"]: c for c in bridge.status(rec, body["status"], now_rfc3339())["conditions"]}
+    assert again["Succeeded"] == conds["Succeeded"] and again["Ready"]["lastTransitionTime"] == conds["Ready"]["lastTransitionTime"]
+
+
+# ---- modelUrl -------------------------------------------------------------------------------------
+
+
+def test_a_model_url_scheme_in_capitals_is_a_scheme(stack: Stack, handler: DbHandler, model: ModelServer) -> None:
+    shouted = config(model)
+    shouted["spec"]["kserve"]["modelUrl"] = "HTTP://" + model.url
+    (applied,) = stack.apply(shouted, run_doc(stack.table))[-1:]
+    reply = stack.handle(applied)
+    assert reply is not None and reply.type == events.INFERENCE_COMPLETED, reply
+    assert len(model.calls) == 1 and len(stack.rows(handler)) == HORIZON
+
+
+def test_a_link_local_model_url_is_refused_unless_listed(stack: Stack, model: ModelServer) -> None:
+    metadata = config(model)
+    metadata["spec"]["kserve"]["modelUrl"] = "169.254.169.254/v2/models/m/infer"
+    (applied,) = stack.apply(metadata, run_doc(stack.table))[-1:]
+    reply = stack.handle(applied)
+    assert reply is not None and (reply.data["step"], reply.data["retryable"]) == ("infer", False)
+    assert "FINOPS_OUTBOUND_ALLOW_LINK_LOCAL" in reply.data["error"]
+    listed = SETTINGS.model_copy(update={"outbound_allow_link_local": "169.254.169.254:80", "max_attempts": 1,
+                                         "call_timeout_s": 0.5})
+    (changed,) = stack.apply(run_doc(stack.table, input_data_length="11"))
+    again = stack.handle(changed, listed)  # let through: whatever answers there (nothing, here), not refused
+    assert again is not None and again.data["step"] == "infer" and "link-local" not in again.data["error"]
 
 
 # ---- failures -------------------------------------------------------------------------------------
@@ -280,7 +352,7 @@ def test_a_failing_model_fails_the_infer_step_and_stores_nothing(stack: Stack, h
     assert (reply.data["step"], reply.data["exitCode"], reply.data["attempts"], reply.data["retryable"]) == ("infer", 4, calls, retryable)
     assert str(statuses[0]) in reply.data["error"] and len(model.calls) == calls
     run = stack.run()
-    ready = conditions_of(run)["Ready"]
+    ready = conditions_of(run)["Succeeded"]
     assert (ready["status"], ready["reason"]) == ("False", "InferFailed")
     assert ready["message"].startswith("infer step failed (Krateo exit code 4)")
     assert (calls > 1) == (f"after {calls} tries" in ready["message"])
@@ -304,7 +376,7 @@ def test_a_missing_output_notebook_fails_the_output_step(stack: Stack, handler: 
     reply = stack.handle(applied)
     assert reply is not None and (reply.data["step"], reply.data["exitCode"]) == ("output", 5)
     assert "404" in reply.data["error"] and len(model.calls) == 1
-    assert conditions_of(stack.run())["Ready"]["reason"] == "OutputFailed"
+    assert conditions_of(stack.run())["Succeeded"]["reason"] == "OutputFailed"
 
 
 @pytest.mark.parametrize(("input_path", "key_value", "said"), [
@@ -318,7 +390,7 @@ def test_empty_input_fails_the_input_step_clearly(stack: Stack, handler: DbHandl
     assert reply is not None and reply.type == events.INFERENCE_FAILED
     assert (reply.data["step"], reply.data["exitCode"], reply.data["attempts"]) == ("input", 3, 1)
     assert said in reply.data["error"] and not model.calls
-    ready = conditions_of(stack.run())["Ready"]
+    ready = conditions_of(stack.run())["Succeeded"]
     assert (ready["reason"], said in ready["message"]) == ("InputFailed", True)
     assert stack.rows(handler) == []
 
@@ -386,7 +458,7 @@ def test_a_missing_config_fails_the_contract_step(stack: Stack, model: ModelServ
     assert reply is not None and (reply.data["step"], reply.data["exitCode"]) == ("contract", 2)
     assert "InferenceConfig finops/nowhere not found" in reply.data["error"]
     run = stack.run()
-    assert conditions_of(run)["Ready"]["reason"] == "ContractFailed" and "contract" not in run["status"]
+    assert conditions_of(run)["Succeeded"]["reason"] == "ContractFailed" and "contract" not in run["status"]
     assert not model.calls
 
 

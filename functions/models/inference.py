@@ -25,7 +25,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BeforeValidator, Field, PlainSerializer, ValidationError, WithJsonSchema, field_validator
 
 from functions.models.crs import API, ConditionedStatus, _Resource
-from functions.models.k8s import CamelModel, ObjectRef
+from functions.models.k8s import CamelModel, Condition, ObjectRef
 
 GROUP = "ai.krateo.io"
 VERSION = "v1"
@@ -146,7 +146,7 @@ class LastRun(CamelModel):
 
     model_config = CamelModel.model_config | {"extra": "allow"}
     run_id: str | None = Field(default=None, description="Stable id of the execution, a UUID derived from the run's metadata.uid and its `key` (not from the id of the event that started it), so a redelivered event or a retried output step sends the same id; sent to the output notebook as run_id and pod_uid.")
-    key: str | None = Field(default=None, description="The execution's run key: generation:<metadata.generation> for a one-shot run (spec:<hash of the spec> where the store keeps no generation), tick:<the ping's event id> for each tick of a scheduled one. A key that Succeeded for this uid is not run again; one Running is not started twice until it is older than the run's time limit plus 60 s.")
+    key: str | None = Field(default=None, description="The execution's run key: generation:<metadata.generation> for a one-shot run (spec:<hash of the spec> where the store keeps no generation), tick:<the ping's event id> for each tick of a scheduled one. A key that Succeeded for this uid is not run again; one Running is not started twice (the event is answered 503 with Retry-After, so the broker delivers it again) until it is older than the run's time limit plus 60 s: then its process is taken as dead and the key runs again. One key only: a late redelivery of an older tick runs that tick again.")
     uid: str | None = Field(default=None, description="metadata.uid of the run that ran: a run re-created under the same name is a new one, and a lastRun of another uid does not stop it.")
     trigger: str | None = Field(default=None, description="What started it: the CloudEvent type (io.finops.cr.applied or dev.knative.sources.ping).")
     job_name: str | None = Field(default=None, description="Krateo's job name for the run (inf-<run name>-<first 8 UID alphanumerics>), as in the contract.")
@@ -160,9 +160,20 @@ class LastRun(CamelModel):
     predictions: int | None = Field(default=None, description="Number of predicted values handed to the output provider.")
 
 
+class RunCondition(Condition):
+    """A condition of an InferenceRun: the bridge's Ready and Synced, and the runner's Succeeded."""
+
+    type: Literal["Ready", "Synced", "Degraded", "Succeeded"] = Field(  # type: ignore[assignment]
+        description="Condition type: Ready and Synced (Krateo style, the bridge's), Succeeded (the inference runner's: Unknown while a run runs, True when it succeeded, False with the failed step as reason).")
+    reason: str = Field(description="CamelCase reason: Available, Unavailable, ReconcileSuccess, ReconcileError (Ready, Synced); Running, Succeeded, ContractFailed, InputFailed, InferFailed, OutputFailed (Succeeded).")
+
+
 class InferenceRunStatus(ConditionedStatus):
     """Krateo's fields (conditions, contract, jobStatus) plus the runner's bookkeeping (lastRun, attempts).
-    The bridge writes conditions, observedGeneration and schedules; the runner the rest."""
+    The bridge writes Ready, Synced, observedGeneration and schedules; the runner its own condition
+    Succeeded, contract, lastRun and attempts. Each replaces only its own condition types."""
+
+    conditions: list[RunCondition] = Field(default_factory=list, description="Ready and Synced (the bridge's: the run is valid, its events and PingSources delivered) and Succeeded (the runner's, as Knative's and Tekton's runs: Unknown with reason Running while it runs, True with reason Succeeded, False with the failed step as reason, ContractFailed, InputFailed, InferFailed or OutputFailed, and its message).")  # type: ignore[assignment]
 
     contract: Contract | None = Field(default=None, description="The contract of the latest run (JSON: jobId, jobName, kserve, input, output, parameters), base64.")
     job_status: ObjectReference | None = Field(default=None, description="Krateo's reference to the run's Job; our runner runs in a function, not a Job, and leaves it unset.")

@@ -16,6 +16,7 @@ class InferenceRunnerSettings(_EnvSettings):
     run_timeout_s: float = Field(default=540.0, gt=0, alias="FINOPS_INFERENCE_RUN_TIMEOUT_S", description="Longest a run may take, seconds, whatever its spec.timeoutSeconds says (the smaller wins): keep it below the Service's timeoutSeconds (600).")
     call_timeout_s: float = Field(default=120.0, gt=0, alias="FINOPS_INFERENCE_CALL_TIMEOUT_S", description="Read timeout of one call to a notebook or the model, seconds (within what is left of the run's time).")
     max_answer_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, alias="FINOPS_INFERENCE_MAX_ANSWER_BYTES", description="Largest answer read from the input notebook or the model; a larger one fails its step.")
+    outbound_allow_link_local: str = Field(default="", alias="FINOPS_OUTBOUND_ALLOW_LINK_LOCAL", description="host[:port] entries (exact, comma separated) that the runner's calls (notebooks, spec.kserve.modelUrl) may reach although they are, or resolve to, link-local or cloud metadata addresses; empty = none, as for the exporter.")
     max_values: int = Field(default=4_000_000, ge=1, alias="FINOPS_INFERENCE_MAX_VALUES", description="Most numbers a run sends to the model (batch x length) or stores as predictions.")
 
     @model_validator(mode="after")

@@ -8,15 +8,21 @@ Input:       the InferenceRun (re-read: a late event runs the newest spec; one f
              does nothing), its InferenceConfig, the endpoint Secrets its `krateo` providers name.
 Output:      the Contract (functions.codecs.inference_contract) in `status.contract`, base64 as Krateo
              writes its []byte; then the steps, named by the exit codes of Krateo's runner: contract (2)
-             -> input (3) -> infer (4) -> output (5). The outcome goes into the run's status (Ready and
-             Synced, Ready's reason naming a failed step: ContractFailed, InputFailed, InferFailed,
-             OutputFailed; `status.lastRun`) and into the reply, io.finops.inference.completed or
-             io.finops.inference.failed.
+             -> input (3) -> infer (4) -> output (5). The outcome goes into the run's status and into the
+             reply, io.finops.inference.completed or io.finops.inference.failed. Status: the runner's own
+             condition `Succeeded` (as Knative's and Tekton's runs have): Unknown (Running) while it runs,
+             True (Succeeded), or False with the failed step as reason (ContractFailed, InputFailed,
+             InferFailed, OutputFailed) and its message; plus `status.lastRun`. Ready and Synced are the
+             bridge's (is the CR valid, are its events and PingSources delivered): the runner never
+             writes them. Each writer replaces only its own condition types, merged into the conditions
+             read just before its patch (a merge patch replaces the whole list).
 Side effects: input: `<verb> <server-url>/<path>` of spec.storage.input.krateo.api with the endpoint
              Secret's credentials, body = the run's parameters (JSON object of strings, as Krateo:
              the provider's `payload` is not sent), answer
              `{"result": [[number, ...], ...]}` (B series of L points). infer: POST to kserve.modelUrl
-             (`http://` put in front when it has no scheme), KServe Open Inference Protocol v2:
+             (`http://` put in front when it has no http:// or https:// scheme, in any case; the outbound
+             guard refuses link-local and metadata addresses unless FINOPS_OUTBOUND_ALLOW_LINK_LOCAL
+             lists the host, as for the exporter), KServe Open Inference Protocol v2:
              `{"inputs": [{"name": modelInputName, "shape": [B, L, 1], "datatype": "FP32", "data": ...}]}`,
              predictions = outputs[0].data. output: spec.storage.output.krateo.api, body = `{job_uid:
              <run uid>, pod_uid: <run id>, predictions: "<JSON text of the numbers>", ...parameters,
@@ -24,17 +30,30 @@ Side effects: input: `<verb> <server-url>/<path>` of spec.storage.input.krateo.a
 Idempotency: every trigger is an execution with a key: the run's metadata.generation for a one-shot
              run, the tick's event id for a scheduled one. `status.lastRun` records the key, the run's
              uid and generation and the outcome: a key that Succeeded is never run again (a
-             redelivered event, the bridge's resume after a restart), one Running is not started twice
-             (unless it is older than the run's time limit: its process died).
+             redelivered event, the bridge's resume after a restart: an empty 2xx). A key Running is not
+             started twice: the event is refused with 503 and Retry-After (Unavailable), so the broker
+             keeps it and delivers it again, instead of consuming it while the process that runs it may
+             have died. Staleness rule: a Running record whose startedAt is older than the run's time
+             limit (spec.timeoutSeconds capped by FINOPS_INFERENCE_RUN_TIMEOUT_S) plus 60 s is dead (no
+             request outlives that limit: the runner stops itself there, Knative's request timeout is
+             above it), and the next delivery runs the key again. The inference-runner Triggers retry
+             long enough (knative/base/30-triggers.yaml) to reach that point with the default limits.
+Known limit: `status.lastRun` holds one key. A late redelivery of tick N that arrives after tick N+1
+             ran finds N+1's key there and runs tick N again (a second set of rows under N's run id);
+             the broker delivers late only after a failure, within its retry window.
 
 The output contract (what an output notebook may rely on): `run_id` (= `pod_uid`) names the
 execution; it is derived from the run's uid and the execution key, so a retried output step and a
-redelivered execution send the same id and the same predictions. An output notebook that replaces
-the rows of (job_uid, run_id) in one transaction therefore never holds two half-sets of one
-execution. `run_id` is written after the parameters (a parameter of that name cannot change it);
-job_uid, pod_uid and predictions can be overridden by parameters, as in Krateo. Krateo's stock
-`tritonoutput` keys its rows on (jobuid, poduid, prediction, counter) with ON CONFLICT DO NOTHING:
-the same execution sent twice stores its rows once.
+redelivered execution send the same id. That is all this runner guarantees: the predictions of a
+re-run are the model's answer to the input read again, which may have changed meanwhile. Replacing
+the rows of (job_uid, run_id) atomically (delete them and insert the new ones in one transaction) is
+what an output notebook must do with that id to hold exactly one set per execution; no shipped
+notebook does it yet. `run_id` is written after the parameters (a parameter of that name cannot
+change it); job_uid, pod_uid and predictions can be overridden by parameters, as in Krateo. The
+tritonoutput example in crds/examples keys its rows on (jobuid, poduid, prediction, counter) with
+ON CONFLICT DO NOTHING (this project's example, not Krateo's stock notebook): the same execution
+sent twice with the same predictions stores its rows once, but a re-run whose input changed adds
+rows with the new predictions next to the old ones.
 
 Krateo's faults, fixed here:
 - a one-shot run re-ran by itself: a finished Job with a TTL was garbage-collected and the next poll
@@ -47,7 +66,8 @@ Krateo's faults, fixed here:
   `finops apply` of a changed run, a new annotation in a cluster.
 - empty input (`{"result": []}`, `[[]]`, no `result`) crashed the runner (a Go panic): here it fails
   the input step, saying so. Ragged rows, non-numbers and nulls in the matrix fail it too.
-- a retried Job had a new pod_uid and wrote a second set of rows: here the run id is stable (above).
+- a retried Job had a new pod_uid, so its rows could not be told from another run's: here the run id
+  is stable across retries and redeliveries (above).
 - the providers were read when used: a config whose output is not `krateo` ran the model and failed
   at the end (exit 5). Here the contract step checks both providers, modelUrl and modelInputName first.
 - spec.timeoutSeconds is the run's time limit, as Krateo's activeDeadlineSeconds (also capped by
@@ -78,6 +98,7 @@ from pydantic import ValidationError
 from functions.clients import endpoint as endpoint_client
 from functions.clients import kube
 from functions.clients.kube import ResourceReader, StatusWriter
+from functions.clients.outbound import OutboundPolicy
 from functions.codecs import inference_contract as ic
 from functions.errors import (
     FieldError,
@@ -91,7 +112,8 @@ from functions.errors import (
 from functions.events import CR_APPLIED, CR_DELETED, INFERENCE_COMPLETED, INFERENCE_FAILED, PING
 from functions.logs import get_logger
 from functions.models.crs import API
-from functions.models.k8s import conditions, now_rfc3339
+from functions.models.inference import RunCondition
+from functions.models.k8s import now_rfc3339
 from functions.models.refs import ConfigRef
 from functions.settings.inference import InferenceRunnerSettings
 
@@ -105,6 +127,9 @@ STEPS = {"contract": 2, "input": 3, "infer": 4, "output": 5}
 PROVIDER = "krateo"
 JSON = "application/json"
 STALE_MARGIN_S = 60.0
+"""A Running record older than the run's time limit plus this is dead (module doc)."""
+CONDITION = "Succeeded"
+"""The runner's own condition type (Ready and Synced are the bridge's)."""
 _T = TypeVar("_T")
 
 
@@ -217,7 +242,8 @@ def _canonical(value: Mapping[str, Any]) -> str:
 
 
 def _already(run: Mapping[str, Any], ex: _Execution) -> bool:
-    """This execution succeeded before, or is running now (not yet past its time limit)."""
+    """True: this execution succeeded before (nothing to do). Running and not yet stale: Unavailable,
+    so the broker keeps the event and tries again (its process may have died: module doc)."""
     status = _member(run, "status")
     last = _member(status, "lastRun")
     if last.get("key") != ex.key or last.get("uid", ex.uid) != ex.uid:
@@ -225,9 +251,11 @@ def _already(run: Mapping[str, Any], ex: _Execution) -> bool:
     if last.get("outcome") == "Succeeded":
         log.info("run already succeeded, not run again", extra={"run": str(ex.ref), "key": ex.key, "runId": ex.id})
         return True
-    if last.get("outcome") == "Running" and _age_s(last.get("startedAt")) < ex.budget_s + STALE_MARGIN_S:
-        log.info("run in progress, not started twice", extra={"run": str(ex.ref), "key": ex.key, "runId": ex.id})
-        return True
+    left = ex.budget_s + STALE_MARGIN_S - _age_s(last.get("startedAt"))
+    if last.get("outcome") == "Running" and left > 0:
+        raise Unavailable(f"{ex.ref} {ex.key} is running since {last.get('startedAt')}: not started twice; taken as "
+                          f"dead {left:.0f} s from now (the run's time limit of {ex.budget_s:g} s + {STALE_MARGIN_S:g} s)",
+                          max(1, min(int(left) + 1, 600)))
     return False
 
 
@@ -244,38 +272,35 @@ def _age_s(stamp: Any) -> float:
 
 def _run(run: Mapping[str, Any], ex: _Execution, reader: ResourceReader, writer: StatusWriter,
          settings: InferenceRunnerSettings) -> RunReply:
-    old = _conditions(run)
     raw: bytes | None = None
     tries: dict[str, int] = {}  # step -> tries so far
     try:
         raw, plan = _contract(ex.ref, run, reader)
-        writer.set_conditions(KIND, ex.ref.namespace, ex.ref.name, old,
-                              {"contract": _b64(raw)} | ex.status("Running", plan.contract.job_name, 0))
+        _write(reader, writer, ex.ref, ("Unknown", "Running", f"running {ex.key} (run {ex.id})"),
+               {"contract": _b64(raw)} | ex.status("Running", plan.contract.job_name, 0))
         log.info("run started", extra={"run": str(ex.ref), "key": ex.key, "runId": ex.id, "jobName": plan.contract.job_name})
         matrix = _tried("input", lambda: _input(plan, ex, reader, settings), tries, ex, settings)
         predictions = _tried("infer", lambda: _infer(plan.contract, matrix, ex, settings), tries, ex, settings)
         _tried("output", lambda: _output(plan, ex, predictions, reader, settings), tries, ex, settings)
     except _StepFailed as failed:
-        return _failed(ex, old, raw or failed.raw, failed, max(1, sum(tries.values())), writer)
+        return _failed(ex, raw or failed.raw, failed, max(1, sum(tries.values())), reader, writer)
     except FinopsError:  # the API server down before the run started (503, redelivered), a bad setting
         raise
     except Exception:  # a fault of ours: the status says where, the error table answers 500 (redelivered)
-        _failed(ex, old, raw, _StepFailed(list(tries)[-1] if tries else "contract", FinopsError(
-            "internal error: see the runner's logs")), max(1, sum(tries.values())), writer)
+        _failed(ex, raw, _StepFailed(list(tries)[-1] if tries else "contract", FinopsError(
+            "internal error: see the runner's logs")), max(1, sum(tries.values())), reader, writer)
         raise
-    return _succeeded(ex, old, raw, plan, matrix, predictions, tries, writer)
+    return _succeeded(ex, raw, plan, matrix, predictions, tries, reader, writer)
 
 
-def _succeeded(ex: _Execution, old: list[dict[str, Any]], raw: bytes, plan: _Plan, matrix: list[list[float]],
-               predictions: list[float], tries: dict[str, int], writer: StatusWriter) -> RunReply:
+def _succeeded(ex: _Execution, raw: bytes, plan: _Plan, matrix: list[list[float]], predictions: list[float],
+               tries: dict[str, int], reader: ResourceReader, writer: StatusWriter) -> RunReply:
     now = now_rfc3339()
     message = (f"stored {len(predictions)} predictions of {plan.contract.kserve.model_name or plan.contract.kserve.model_url} "
                f"at {now} (run {ex.id})")
-    previous: list[Mapping[str, Any]] = list(old)
-    conds = conditions(previous, True, "Available", True, "ReconcileSuccess", message, now)
     last = ex.status("Succeeded", plan.contract.job_name, sum(tries.values()), exitCode=0,
                      predictions=len(predictions), finishedAt=now, message=message)
-    _record(writer, ex, conds, {"contract": _b64(raw)} | last)
+    _record(reader, writer, ex, ("True", "Succeeded", message), {"contract": _b64(raw)} | last)
     data = ex.event_data(jobName=plan.contract.job_name, predictions=len(predictions),
                          inputShape=[len(matrix), len(matrix[0]), 1], attempts=dict(tries), startedAt=ex.started_at,
                          finishedAt=now)
@@ -283,15 +308,13 @@ def _succeeded(ex: _Execution, old: list[dict[str, Any]], raw: bytes, plan: _Pla
     return RunReply(INFERENCE_COMPLETED, str(ex.ref), data)
 
 
-def _failed(ex: _Execution, old: list[dict[str, Any]], raw: bytes | None, failed: _StepFailed, total: int,
+def _failed(ex: _Execution, raw: bytes | None, failed: _StepFailed, total: int, reader: ResourceReader,
             writer: StatusWriter) -> RunReply:
     now = now_rfc3339()
     code = STEPS[failed.step]
     tries = f" after {failed.attempts} tries" if failed.attempts > 1 else ""
     message = f"{failed.step} step failed (Krateo exit code {code}){tries}: {failed.error.message}"[:2000]
     reason = failed.step.capitalize() + "Failed"
-    previous: list[Mapping[str, Any]] = list(old)
-    conds = conditions(previous, False, reason, False, "ReconcileError", message, now)
     name = ic.parse(raw).job_name if raw is not None else None
     extra = ex.status("Failed", name, total, step=failed.step, exitCode=code, finishedAt=now, message=message)
     if raw is not None:
@@ -299,20 +322,42 @@ def _failed(ex: _Execution, old: list[dict[str, Any]], raw: bytes | None, failed
     errors = [e.to_dict() for e in failed.error.errors]
     log.warning("run failed", extra={"run": str(ex.ref), "runId": ex.id, "step": failed.step, "error": failed.error.message,
                                      "errors": errors, "attempts": failed.attempts})
-    _record(writer, ex, conds, extra)
+    _record(reader, writer, ex, ("False", reason, message), extra)
     return RunReply(INFERENCE_FAILED, str(ex.ref), ex.event_data(
         step=failed.step, exitCode=code, error=failed.error.message, errors=errors, attempts=failed.attempts,
         retryable=failed.retryable))
 
 
-def _record(writer: StatusWriter, ex: _Execution, conds: list[dict[str, Any]], extra: dict[str, Any]) -> None:
-    """The outcome into the run's status, best effort: the work is done and the reply says how it went;
-    a status left Running is taken as stale after the run's time limit, so a later event runs it again
-    (and the output, keyed by the run id, is replaced, not doubled)."""
+def _record(reader: ResourceReader, writer: StatusWriter, ex: _Execution, succeeded: tuple[str, str, str],
+            extra: dict[str, Any]) -> None:
+    """The outcome into the run's status, best effort: the work is done and the reply says how it went.
+    A status left Running is dead after the run's time limit plus 60 s, and the next delivery of the
+    event runs the key again under the same run id; the output is sent again with that id (whether the
+    rows are then replaced or added depends on the output notebook: module doc)."""
     try:
-        writer.set_conditions(KIND, ex.ref.namespace, ex.ref.name, conds, extra)
+        _write(reader, writer, ex.ref, succeeded, extra)
     except FinopsError as exc:
         log.warning("outcome not written into the run's status", extra={"run": str(ex.ref), "runId": ex.id, "error": exc.message})
+
+
+def _write(reader: ResourceReader, writer: StatusWriter, ref: ConfigRef, succeeded: tuple[str, str, str] | None,
+           extra: dict[str, Any]) -> None:
+    """`extra` and the `Succeeded` condition (status, reason, message; None: left as it is) into the
+    run's status. The conditions are read again just before the patch and only `Succeeded` is replaced,
+    so the bridge's Ready and Synced (and anything else) written meanwhile stay; a run gone is ignored."""
+    fresh = reader.get(KIND, ref.namespace, ref.name)
+    if fresh is None:
+        return
+    old = _conditions(fresh)
+    if succeeded is not None:
+        status, reason, message = succeeded
+        before = next((c for c in old if c.get("type") == CONDITION), {})
+        now = now_rfc3339()
+        since = str(before.get("lastTransitionTime") or now) if before.get("status") == status else now
+        cond = RunCondition.model_validate({"type": CONDITION, "status": status, "lastTransitionTime": since,
+                                         "reason": reason, "message": message})
+        old = [c for c in old if c.get("type") != CONDITION] + [cond.model_dump(by_alias=True)]
+    writer.set_conditions(KIND, ref.namespace, ref.name, old, extra)
 
 
 def _tried(step: str, call: Callable[[], _T], tries: dict[str, int], ex: _Execution,
@@ -414,7 +459,7 @@ def _record_contract(ref: ConfigRef, run: Mapping[str, Any], reader: ResourceRea
     except _StepFailed as failed:
         log.info("scheduled run: contract not recorded", extra={"run": str(ref), "error": failed.error.message})
         return
-    writer.set_conditions(KIND, ref.namespace, ref.name, _conditions(run), {"contract": _b64(raw)})
+    _write(reader, writer, ref, None, {"contract": _b64(raw)})
 
 
 # ---- the input, infer and output steps ------------------------------------------------------------
@@ -429,7 +474,7 @@ def _input(plan: _Plan, ex: _Execution, reader: ResourceReader, settings: Infere
 
 def _infer(contract: ic.Contract, matrix: list[list[float]], ex: _Execution, settings: InferenceRunnerSettings) -> list[float]:
     url = contract.kserve.model_url
-    url = url if url.startswith(("http://", "https://")) else "http://" + url
+    url = url if url.lower().startswith(("http://", "https://")) else "http://" + url
     tensor = {"name": contract.kserve.model_input_name, "shape": [len(matrix), len(matrix[0]), 1], "datatype": "FP32",
               "data": matrix}
     body = orjson.dumps({"inputs": [tensor]}, option=orjson.OPT_SORT_KEYS)
@@ -468,7 +513,8 @@ def _call(method: str, url: str, endpoint: endpoint_client.Endpoint | None, head
         raise TimedOut(f"the run passed its time limit of {ex.budget_s:g} s (spec.timeoutSeconds, "
                        "FINOPS_INFERENCE_RUN_TIMEOUT_S)")
     response = endpoint_client.request(method, url, endpoint=endpoint, headers=headers, content=body,
-                                       timeout=min(settings.call_timeout_s, left), stream=True)
+                                       timeout=min(settings.call_timeout_s, left), stream=True,
+                                       policy=OutboundPolicy.guard_only(settings.outbound_allow_link_local))
     status = response.status_code
     try:
         content = _read(response.iter_bytes(), settings.max_answer_bytes, cut=not 200 <= status < 300)
