@@ -174,7 +174,8 @@ def test_metrics_need_the_token_and_a_job_without_it_is_down(tmp_path: Path, sta
         while time.monotonic() < deadline:
             try:
                 active = httpx.get(f"http://127.0.0.1:{port}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
-                target = active[0] if active and active[0]["health"] != "unknown" else None
+                # down with its error: Prometheus may show `down` before it has recorded the scrape's error
+                target = active[0] if active and active[0]["health"] == "down" and active[0]["lastError"] else None
             except (httpx.HTTPError, ValueError, KeyError, IndexError):
                 target = None
             if target is not None:

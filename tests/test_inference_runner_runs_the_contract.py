@@ -29,7 +29,7 @@ Cases:
   that is not krateo fails it before the model is called, with the contract recorded;
 - a scheduled run: applied records its contract and runs nothing; each tick runs once (a repeated
   tick does not), each under its own run id;
-- the input must be a B x L matrix of numbers (`[[]]`, no `result`, ragged rows, nulls, text fail the
+- the input must be a B x L matrix of numbers (`[[]]`, no `result`, ragged rows, a row of nulls only, text fail the
   input step naming the cell); the output notebook gets run_id (= pod_uid, which a parameter cannot
   change), the predictions as JSON text and the parameters; the model's answer is read as v2 says
   (nested data flattened; no outputs, no predictions or a null fail the infer step); the run's
@@ -75,7 +75,7 @@ SEASON, HORIZON = 4, 8
 SETTINGS = InferenceRunnerSettings(max_attempts=3, backoff_s=0.01, max_backoff_s=0.02, run_timeout_s=60)
 ANSWERS = {  # notebooks answering these bodies: what Krateo's runner would have crashed on or misread
     "emptyinput": {"result": []}, "emptyrow": {"result": [[]]}, "noresult": {"rows": [[1.0]]},
-    "ragged": {"result": [[1.0, 2.0], [3.0]]}, "nulls": {"result": [[1.0, None]]}, "text": {"result": [["1.5"]]},
+    "ragged": {"result": [[1.0, 2.0], [3.0]]}, "nulls": {"result": [[1.0, 2.0], [None, None]]}, "text": {"result": [["1.5"]]},
 }
 RECORD_OUTPUT = """import json
 from functions.notebooks_api import params
@@ -396,7 +396,7 @@ def test_empty_input_fails_the_input_step_clearly(stack: Stack, handler: DbHandl
 
 
 @pytest.mark.parametrize(("notebook", "loc"), [
-    ("emptyrow", "result"), ("noresult", "result"), ("ragged", "result[1]"), ("nulls", "result[0][1]"),
+    ("emptyrow", "result"), ("noresult", "result"), ("ragged", "result[1]"), ("nulls", "result[1]"),
     ("text", "result[0][0]"),
 ])
 def test_an_input_that_is_not_a_matrix_of_numbers_fails_the_input_step(stack: Stack, model: ModelServer, notebook: str,

@@ -13,6 +13,11 @@ Callers are authenticated on the local stack too (functions.clients.callers): th
 written to `<state>/auth/token` (0600) and every function gets FINOPS_AUTH_TOKEN_FILE naming that
 file. The broker's ingress and its deliveries, the scheduler's ticks and the CLI send it; when the
 Secret changes the file is rewritten and everyone re-reads it (no restart).
+
+The forecaster (functions.stages.forecaster, a KServe model server, not a function) is started beside
+them when the `forecast` extra is installed (kserve, statsforecast and numpy importable): service
+`forecaster` in stack.json, its v2 infer URL `<url>/v2/models/forecaster/infer` (an InferenceConfig's
+kserve.modelUrl on the local stack). Without the extra it is left out, saying so in the log.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ log = get_logger("local.supervisor")
 DB_NAMESPACE, DB_SECRET, DB_CONFIG, DB_USER = "finops", "finops-db-password", "finops-db", "finops"
 AUTH_SECRET, AUTH_KEY = "finops-auth-token", "token"
 READY_TIMEOUT = 60.0
+FORECASTER = "forecaster"
+FORECAST_EXTRA = ("kserve", "statsforecast", "numpy")
 
 
 @dataclass
@@ -59,6 +66,8 @@ class Function:
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     next_restart: float = 0.0
+    command: list[str] | None = None
+    """The process to run instead of functions-framework (the forecaster); `--port` is added."""
 
     @property
     def url(self) -> str:
@@ -103,6 +112,18 @@ def functions_from_manifests(knative_dir: Path) -> list[Function]:
         if env.get("FUNCTION_TARGET"):
             out.append(Function(doc["metadata"]["name"], env["FUNCTION_TARGET"], env))
     return out
+
+
+def forecaster_process() -> Function | None:
+    """The forecaster as a local process when the `forecast` extra is installed, else None (logged)."""
+    missing = [name for name in FORECAST_EXTRA if importlib.util.find_spec(name) is None]
+    if missing:
+        log.info("forecaster not started: the forecast extra is not installed",
+                 extra={"missing": missing, "install": "pip install 'finops-functions[forecast]'"})
+        return None
+    command = [sys.executable, "-m", "functions.stages.forecaster", "--host", "127.0.0.1", "--model-dir",
+               os.environ.get("FINOPS_FORECASTER_MODEL_DIR", "/nonexistent")]
+    return Function(FORECASTER, "", {}, command=command)
 
 
 def function_env(fn: Function, urls: dict[str, str], state_dir: Path, broker_url: str,
@@ -171,6 +192,9 @@ class Stack:
         ensure_auth_token(self.state_dir)
         token = TokenFile(str(auth_token_file(self.state_dir))).read
         self.functions = functions_from_manifests(self.knative_dir)
+        forecaster = forecaster_process()
+        if forecaster is not None and all(fn.name != FORECASTER for fn in self.functions):
+            self.functions.append(forecaster)
         for fn in self.functions:
             fn.port = free_port()
         urls = {fn.name: fn.url for fn in self.functions}
@@ -181,7 +205,14 @@ class Stack:
             fn.env = function_env(fn, urls, self.state_dir, broker_url, {self.db_user: self.db_password})
             self._spawn(fn, source)
         for fn in self.functions:
-            self._wait_ready(fn)
+            try:
+                self._wait_ready(fn)
+            except RuntimeError as exc:
+                if fn.name != FORECASTER:
+                    raise
+                # optional: the stack runs without it (a run needing it fails its infer step, saying why);
+                # the restart loop tries it again
+                log.warning("forecaster not ready; the stack runs without it", extra={"error": str(exc)})
         self.scheduler = Scheduler(broker_url, self.state_dir, self.eventsources_dir, token=token)
         self.scheduler.start()
         return self._write_stack(ready=True)
@@ -220,8 +251,9 @@ class Stack:
         self._write_stack(ready=False)
 
     def _spawn(self, fn: Function, source: str) -> None:
-        cmd = [sys.executable, "-m", "functions_framework", "--target", fn.target, "--source", source,
-               "--host", "127.0.0.1", "--port", str(fn.port)]
+        cmd = [*fn.command, "--port", str(fn.port)] if fn.command else [
+            sys.executable, "-m", "functions_framework", "--target", fn.target, "--source", source,
+            "--host", "127.0.0.1", "--port", str(fn.port)]
         fn.proc = subprocess.Popen(cmd, env=fn.env)
         log.info("function started", extra={"function": fn.name, "url": fn.url, "pid": fn.proc.pid})
 

@@ -19,14 +19,17 @@ Output:      the Contract (functions.codecs.inference_contract) in `status.contr
 Side effects: input: `<verb> <server-url>/<path>` of spec.storage.input.krateo.api with the endpoint
              Secret's credentials, body = the run's parameters (JSON object of strings, as Krateo:
              the provider's `payload` is not sent), answer
-             `{"result": [[number, ...], ...]}` (B series of L points). infer: POST to kserve.modelUrl
+             `{"result": [[number or null, ...], ...]}` (B series of L points; null = a missing point,
+             sent to the model as null: the forecaster reads it as a gap or front padding; a member
+             `series`, if any, goes to the output notebook as JSON text). infer: POST to kserve.modelUrl
              (`http://` put in front when it has no http:// or https:// scheme, in any case; the outbound
              guard refuses link-local and metadata addresses unless FINOPS_OUTBOUND_ALLOW_LINK_LOCAL
              lists the host, as for the exporter), KServe Open Inference Protocol v2:
              `{"inputs": [{"name": modelInputName, "shape": [B, L, 1], "datatype": "FP32", "data": ...}]}`,
              predictions = outputs[0].data. output: spec.storage.output.krateo.api, body = `{job_uid:
              <run uid>, pod_uid: <run id>, predictions: "<JSON text of the numbers>", ...parameters,
-             run_id: <run id>}`.
+             run_id: <run id>, model_name: <kserve.modelName, else modelUrl>, series: "<JSON text of
+             the input's series member>" (when it has one)}`.
 Idempotency: every trigger is an execution with a key: the run's metadata.generation for a one-shot
              run, the tick's event id for a scheduled one. `status.lastRun` records the key, the run's
              uid and generation and the outcome: a key that Succeeded is never run again (a
@@ -47,9 +50,10 @@ execution; it is derived from the run's uid and the execution key, so a retried 
 redelivered execution send the same id. That is all this runner guarantees: the predictions of a
 re-run are the model's answer to the input read again, which may have changed meanwhile. Replacing
 the rows of (job_uid, run_id) atomically (delete them and insert the new ones in one transaction) is
-what an output notebook must do with that id to hold exactly one set per execution; no shipped
-notebook does it yet. `run_id` is written after the parameters (a parameter of that name cannot
-change it); job_uid, pod_uid and predictions can be overridden by parameters, as in Krateo. The
+what an output notebook must do with that id to hold exactly one set per execution; the
+forecastoutput example in crds/examples replaces them (upsert by key, then the leftovers deleted:
+idempotent, not one transaction). `run_id`, `model_name` and `series` are written after the
+parameters (a parameter of those names cannot change them); job_uid, pod_uid and predictions can be overridden by parameters, as in Krateo. The
 tritonoutput example in crds/examples keys its rows on (jobuid, poduid, prediction, counter) with
 ON CONFLICT DO NOTHING (this project's example, not Krateo's stock notebook): the same execution
 sent twice with the same predictions stores its rows once, but a re-run whose input changed adds
@@ -65,7 +69,7 @@ Krateo's faults, fixed here:
   an event for it comes again: the bridge's retry once a missing InferenceConfig or Secret exists,
   `finops apply` of a changed run, a new annotation in a cluster.
 - empty input (`{"result": []}`, `[[]]`, no `result`) crashed the runner (a Go panic): here it fails
-  the input step, saying so. Ragged rows, non-numbers and nulls in the matrix fail it too.
+  the input step, saying so. Ragged rows, non-numbers and a row of nulls only fail it too.
 - a retried Job had a new pod_uid, so its rows could not be told from another run's: here the run id
   is stable across retries and redeliveries (above).
 - the providers were read when used: a config whose output is not `krateo` ran the model and failed
@@ -279,9 +283,10 @@ def _run(run: Mapping[str, Any], ex: _Execution, reader: ResourceReader, writer:
         _write(reader, writer, ex.ref, ("Unknown", "Running", f"running {ex.key} (run {ex.id})"),
                {"contract": _b64(raw)} | ex.status("Running", plan.contract.job_name, 0))
         log.info("run started", extra={"run": str(ex.ref), "key": ex.key, "runId": ex.id, "jobName": plan.contract.job_name})
-        matrix = _tried("input", lambda: _input(plan, ex, reader, settings), tries, ex, settings)
+        read = _tried("input", lambda: _input(plan, ex, reader, settings), tries, ex, settings)
+        matrix = read.matrix
         predictions = _tried("infer", lambda: _infer(plan.contract, matrix, ex, settings), tries, ex, settings)
-        _tried("output", lambda: _output(plan, ex, predictions, reader, settings), tries, ex, settings)
+        _tried("output", lambda: _output(plan, ex, predictions, read.series, reader, settings), tries, ex, settings)
     except _StepFailed as failed:
         return _failed(ex, raw or failed.raw, failed, max(1, sum(tries.values())), reader, writer)
     except FinopsError:  # the API server down before the run started (503, redelivered), a bad setting
@@ -293,7 +298,7 @@ def _run(run: Mapping[str, Any], ex: _Execution, reader: ResourceReader, writer:
     return _succeeded(ex, raw, plan, matrix, predictions, tries, reader, writer)
 
 
-def _succeeded(ex: _Execution, raw: bytes, plan: _Plan, matrix: list[list[float]], predictions: list[float],
+def _succeeded(ex: _Execution, raw: bytes, plan: _Plan, matrix: list[list[float | None]], predictions: list[float],
                tries: dict[str, int], reader: ResourceReader, writer: StatusWriter) -> RunReply:
     now = now_rfc3339()
     message = (f"stored {len(predictions)} predictions of {plan.contract.kserve.model_name or plan.contract.kserve.model_url} "
@@ -465,14 +470,24 @@ def _record_contract(ref: ConfigRef, run: Mapping[str, Any], reader: ResourceRea
 # ---- the input, infer and output steps ------------------------------------------------------------
 
 
-def _input(plan: _Plan, ex: _Execution, reader: ResourceReader, settings: InferenceRunnerSettings) -> list[list[float]]:
+@dataclass(frozen=True)
+class _Input:
+    """The input notebook's answer: the B x L matrix (None = a missing point) and its `series`
+    member, passed on to the output notebook as JSON text (None when the answer has none)."""
+
+    matrix: list[list[float | None]]
+    series: str | None
+
+
+def _input(plan: _Plan, ex: _Execution, reader: ResourceReader, settings: InferenceRunnerSettings) -> _Input:
     api = plan.input_api
     body = ic.go_json(dict(plan.contract.parameters or {})).encode()
     answer = _call_api(api, "config.spec.storage.input.krateo.api.endpointRef", body, reader, ex, settings)
     return _matrix(answer, settings)
 
 
-def _infer(contract: ic.Contract, matrix: list[list[float]], ex: _Execution, settings: InferenceRunnerSettings) -> list[float]:
+def _infer(contract: ic.Contract, matrix: list[list[float | None]], ex: _Execution,
+           settings: InferenceRunnerSettings) -> list[float]:
     url = contract.kserve.model_url
     url = url if url.lower().startswith(("http://", "https://")) else "http://" + url
     tensor = {"name": contract.kserve.model_input_name, "shape": [len(matrix), len(matrix[0]), 1], "datatype": "FP32",
@@ -482,10 +497,13 @@ def _infer(contract: ic.Contract, matrix: list[list[float]], ex: _Execution, set
     return _predictions(answer, settings)
 
 
-def _output(plan: _Plan, ex: _Execution, predictions: list[float], reader: ResourceReader,
+def _output(plan: _Plan, ex: _Execution, predictions: list[float], series: str | None, reader: ResourceReader,
             settings: InferenceRunnerSettings) -> None:
     body = {"job_uid": plan.contract.job_id, "pod_uid": ex.id, "predictions": orjson.dumps(predictions).decode(),
             **dict(plan.contract.parameters or {}), "run_id": ex.id}
+    body["model_name"] = plan.contract.kserve.model_name or plan.contract.kserve.model_url  # after the parameters: facts
+    if series is not None:  # of this execution (the model called, what the input read), not what a run says
+        body["series"] = series
     _call_api(plan.output_api, "config.spec.storage.output.krateo.api.endpointRef", ic.go_json(body).encode(), reader, ex,
               settings)
 
@@ -542,8 +560,10 @@ def _read(chunks: Iterator[bytes], limit: int, cut: bool) -> bytes:
     return bytes(out[:limit])
 
 
-def _matrix(answer: bytes, settings: InferenceRunnerSettings) -> list[list[float]]:
-    """`{"result": [[number, ...], ...]}`: at least one row, every row as long and not empty."""
+def _matrix(answer: bytes, settings: InferenceRunnerSettings) -> _Input:
+    """`{"result": [[number or null, ...], ...], "series": ...}`: at least one row, every row as long,
+    with at least one number; null is a missing point (JSON has no NaN), sent to the model as null,
+    which the forecaster reads as a gap or front padding. `series` (any JSON) is passed on as text."""
     doc = _json(answer, "the input notebook")
     rows = doc.get("result") if isinstance(doc, dict) else None
     if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
@@ -556,10 +576,15 @@ def _matrix(answer: bytes, settings: InferenceRunnerSettings) -> list[list[float
     errors = [FieldError(f"result[{i}]", f"has {len(r)} values, the first row {width}") for i, r in enumerate(rows) if len(r) != width]
     if len(rows) * width > settings.max_values:
         errors.append(FieldError("result", f"more than {settings.max_values} values (FINOPS_INFERENCE_MAX_VALUES)"))
-    errors += _non_numbers((f"result[{i}][{j}]", v) for i, row in enumerate(rows) for j, v in enumerate(row))
+    errors += _non_numbers((f"result[{i}][{j}]", v) for i, row in enumerate(rows) for j, v in enumerate(row)
+                           if v is not None)
+    errors += [FieldError(f"result[{i}]", "no observed value: every point is null")
+               for i, row in enumerate(rows) if all(v is None for v in row)][:5]
     if errors:
         raise InvalidInput("the input notebook's result is not a B x L matrix of numbers", errors)
-    return [[float(v) for v in row] for row in rows]
+    series = doc.get("series")
+    return _Input([[None if v is None else float(v) for v in row] for row in rows],
+                  None if series is None else orjson.dumps(series).decode())
 
 
 def _predictions(answer: bytes, settings: InferenceRunnerSettings) -> list[float]:
